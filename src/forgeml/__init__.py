@@ -1,0 +1,49 @@
+"""forgeml: from a YAML-configured experiment to a profiled, exported, served model.
+
+``import forgeml`` is cheap: it imports no ML framework. Subpackages
+(``forgeml.config``, ``forgeml.app``, ...) load when first used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from forgeml._core._errors import (
+    AppError,
+    ArgumentError,
+    CLIError,
+    ConfigError,
+    ForgeMLError,
+    RegistryError,
+)
+from forgeml._version import __version__
+
+if TYPE_CHECKING:
+    from forgeml.config import Config
+
+__all__ = [
+    "AppError",
+    "ArgumentError",
+    "CLIError",
+    "Config",
+    "ConfigError",
+    "ForgeMLError",
+    "RegistryError",
+    "__version__",
+]
+
+_LAZY = {"Config": "forgeml.config"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'forgeml' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

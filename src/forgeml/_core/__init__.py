@@ -1,0 +1,1 @@
+"""Internals shared by every layer: errors, registries, lazy imports, atomic files."""

@@ -1,0 +1,39 @@
+"""The exception hierarchy: one root, one subclass per area.
+
+Messages say what was wrong, the value received and the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class ForgeMLError(Exception):
+    """Root of every error forgeml raises on purpose."""
+
+
+class ConfigError(ForgeMLError, ValueError):
+    """A configuration file, include or override is invalid."""
+
+
+class ArgumentError(ForgeMLError, ValueError):
+    """A command-line option or a function signature cannot be turned into options."""
+
+
+class AppError(ForgeMLError):
+    """The launcher could not start, daemonize or distribute a run."""
+
+
+class RegistryError(ForgeMLError, LookupError):
+    """A name is not registered at an extension point, or its module cannot be loaded."""
+
+
+class CLIError(ForgeMLError):
+    """A command of the ``forgeml`` CLI failed in a way the user can fix."""
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """Return ``" Did you mean 'x'?"`` for the closest known name, or ``""``."""
+    matches = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f" Did you mean '{matches[0]}'?" if matches else ""

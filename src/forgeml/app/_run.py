@@ -1,0 +1,122 @@
+"""``app.run(main, cfg)``: the launcher."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from forgeml._core._errors import AppError
+from forgeml.app._logging import script_name, setup_logging
+from forgeml.app._seed import seed_everything
+from forgeml.config import Config
+
+log = logging.getLogger("forgeml.app")
+
+
+def run_defaults() -> Config:
+    """The built-in run options with their defaults."""
+    from forgeml.argparse import ArgumentParser
+
+    return ArgumentParser(add_help=False).defaults()
+
+
+def apply_gpu_visibility(cfg: Mapping[str, Any]) -> None:
+    """Set ``CUDA_VISIBLE_DEVICES`` from ``--gpu``/``--no-gpu`` before any framework starts CUDA."""
+    if cfg.get("no_gpu"):
+        visible: str | None = ""
+    elif cfg.get("gpu"):
+        visible = ",".join(str(int(g)) for g in cfg["gpu"])
+    else:
+        visible = None
+    if visible is None:
+        return
+    if "torch" in sys.modules:
+        from forgeml.frameworks import get_adapter
+
+        if get_adapter("torch").cuda_initialized():  # type: ignore[attr-defined]
+            log.warning(
+                "CUDA was initialised before app.run; CUDA_VISIBLE_DEVICES=%r may not take "
+                "effect. Call app.run before touching torch.cuda.",
+                visible,
+            )
+    os.environ["CUDA_VISIBLE_DEVICES"] = visible
+
+
+def prepare_process(cfg: Config, rank: int | None = None) -> None:
+    """Logging and seeding for one process of a run."""
+    logfile = setup_logging(cfg, rank, console=not cfg.get("daemon"))
+    if logfile is not None:
+        log.info("logging to %s", logfile)
+    seed_everything(int(cfg.get("seed", 1204)), bool(cfg.get("deterministic")))
+
+
+def run(
+    main: Callable[..., Any], cfg: Mapping[str, Any] | None = None, *args: Any, **kwargs: Any
+) -> Any:
+    """Run ``main(cfg, *args, **kwargs)`` with seeding, GPU pinning, logging, daemon and dist.
+
+    Without ``cfg``, the command line is parsed with options built from
+    ``main``'s signature (see :func:`forgeml.argparse.parser_for`), and ``main``
+    is called with those values as keyword arguments.
+
+    An exception in ``main`` is logged with its traceback and ends the process
+    with exit code 1 (``SystemExit``); the return value of ``main`` is returned.
+    """
+    call: Callable[[Config], Any]
+    if cfg is None:
+        from forgeml.argparse import parser_for
+
+        cfg = parser_for(main).parse_args()
+        call = functools.partial(_call_with_params, main, args, kwargs)
+    else:
+        call = functools.partial(_call_main, main, args, kwargs)
+    merged = run_defaults().merge(cfg)
+    apply_gpu_visibility(merged)
+    if merged.get("daemon"):
+        from forgeml.app._daemon import daemonize
+
+        record = daemonize(script_name(), merged.get("logfile"))
+        merged["logfile"] = record.logfile
+    dist = merged.get("dist")
+    if dist == "slurm":
+        raise AppError(
+            "--dist slurm submits through forgeml.jobs, which this installation does not "
+            "provide yet. Use --dist torch for workers on this machine."
+        )
+    if dist not in (None, "torch"):
+        raise AppError(f"--dist must be 'torch' or 'slurm'. Got {dist!r}.")
+    try:
+        if dist == "torch":
+            from forgeml.app._dist import launch
+
+            setup_logging(merged, console=not merged.get("daemon"))
+            return launch(call, merged)
+        prepare_process(merged)
+        return call(merged)
+    except AppError as exc:
+        log.error("%s", exc)
+        raise SystemExit(1) from exc
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        raise SystemExit(130) from None
+    except Exception as exc:
+        log.exception("%s failed: %s", getattr(main, "__qualname__", main), exc)
+        raise SystemExit(1) from exc
+
+
+def _call_main(
+    main: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], cfg: Config
+) -> Any:
+    return main(cfg, *args, **kwargs)
+
+
+def _call_with_params(
+    main: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], cfg: Config
+) -> Any:
+    from forgeml.argparse import call_with_config
+
+    return call_with_config(main, cfg, *args, **kwargs)

@@ -1,0 +1,90 @@
+"""The ``forgeml`` command: a click group whose subcommands load only when they run."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+import click
+
+from forgeml._core._errors import ForgeMLError, did_you_mean
+from forgeml._version import __version__
+
+#: name -> ("module:attribute", one-line help shown by ``forgeml --help``)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "config": ("forgeml.cli.config:config", "Show resolved configuration files."),
+    "ps": ("forgeml.cli.daemons:ps", "List daemons started with -d/--daemon."),
+    "stop": ("forgeml.cli.daemons:stop", "Stop daemons by pid or program name."),
+}
+
+
+class LazyGroup(click.Group):
+    """A group that imports a subcommand's module only when that subcommand runs."""
+
+    def __init__(self, *args: Any, commands: dict[str, tuple[str, str]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = commands
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.lazy, *super().list_commands(ctx)})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.lazy:
+            return super().get_command(ctx, cmd_name)
+        module_name, _, attr = self.lazy[cmd_name][0].partition(":")
+        command = getattr(importlib.import_module(module_name), attr)
+        if not isinstance(command, click.Command):
+            raise TypeError(f"{self.lazy[cmd_name][0]} is not a click command")
+        return command
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and name not in self.list_commands(ctx):
+            raise click.UsageError(
+                f"No such command '{name}'.{did_you_mean(name, self.list_commands(ctx))}"
+                f" Run 'forgeml --help' for the list.",
+                ctx,
+            )
+        return super().resolve_command(ctx, args)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, self.lazy[name][1]) for name in sorted(self.lazy)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+@click.group(
+    cls=LazyGroup,
+    commands=COMMANDS,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+@click.version_option(__version__, "-V", "--version", prog_name="forgeml")
+def cli() -> None:
+    """forgeml: configs, launching, tracking, evaluation, export and serving for ML projects.
+
+    Run 'forgeml COMMAND --help' for a command's options.
+    """
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``forgeml`` console script."""
+    try:
+        cli.main(args=argv, prog_name="forgeml", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(1)
+    except ForgeMLError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(1)
+
+
+__all__ = ["COMMANDS", "LazyGroup", "cli", "main"]
