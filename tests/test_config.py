@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-import forgeml.config
 from forgeml.config import Config, ConfigError, is_override, load, loads, parse_override
 
 
@@ -42,11 +41,6 @@ def app(tmp_path: Path) -> Path:
 
 
 SITE = {"name": "site1", "location": "Santa Clara, CA", "note": "Welcome to CA", "template": "XXX"}
-
-
-def test_all_is_sorted_and_complete() -> None:
-    assert forgeml.config.__all__ == sorted(forgeml.config.__all__)
-    assert all(hasattr(forgeml.config, name) for name in forgeml.config.__all__)
 
 
 @pytest.mark.parametrize("loader", [load, Config.load])

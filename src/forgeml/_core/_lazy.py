@@ -33,6 +33,10 @@ class _PostImportLoader(importlib.abc.Loader):
         return self._wrapped.create_module(spec)
 
     def exec_module(self, module: ModuleType) -> None:
+        # Hand the module back to its real loader, so pkgutil/importlib.resources work.
+        module.__loader__ = self._wrapped
+        if module.__spec__ is not None:
+            module.__spec__.loader = self._wrapped
         self._wrapped.exec_module(module)
         with _lock:
             callbacks = _hooks.pop(module.__name__, {})

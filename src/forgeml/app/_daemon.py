@@ -146,25 +146,41 @@ def stop_daemon(record: DaemonRecord, *, timeout: float = 10.0, force: bool = Fa
     Returns True when it has stopped.
     """
     if not record.alive():
+        _remove_record_files(record)
         return True
     try:
         proc = psutil.Process(record.pid)
         proc.terminate()
-        proc.wait(timeout=timeout)
+        if not _wait_stopped(record, timeout):
+            if not force:
+                return False
+            proc.kill()
+            _wait_stopped(record, 5.0)
     except psutil.NoSuchProcess:
         pass
-    except psutil.TimeoutExpired:
-        if not force:
-            return False
-        with contextlib.suppress(psutil.NoSuchProcess):
-            proc.kill()
-            proc.wait(timeout=5)
     except psutil.AccessDenied as exc:
         raise AppError(
             f"Not allowed to stop daemon {record.pid} ('{record.name}'): {exc}. "
             f"Run as the user that started it."
         ) from exc
     _remove_record_files(record)
+    return True
+
+
+def _wait_stopped(record: DaemonRecord, timeout: float) -> bool:
+    """Wait until the daemon has exited; a zombie counts as exited.
+
+    A daemon is not our child, so we cannot reap it: ``psutil.Process.wait``
+    would wait for whoever reaps it, and forever where nobody does (a container
+    without an init process).
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while record.alive():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
     return True
 
 

@@ -42,23 +42,39 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
+def master_port(cfg: Config, host: str = "127.0.0.1") -> int:
+    """``--dist-port``, checked to be free; 0 picks a free port."""
+    port = int(cfg.get("dist_port") or 0)
+    if port == 0:
+        return free_port(host)
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            raise AppError(
+                f"--dist-port {port} is in use (another distributed run?). "
+                f"Pass another port, or --dist-port 0 to pick a free one."
+            ) from None
+    return port
+
+
 def launch(call: Callable[[Config], Any], cfg: Config) -> None:
     """Start ``world_size`` workers on this machine and wait for them all.
 
     A failure in one worker stops the others; the launcher then raises
     :class:`AppError` carrying the worker's traceback.
     """
-    from forgeml.frameworks import get_adapter
-    from forgeml.frameworks.torch import WorkerFailed
-
-    torch_adapter = get_adapter("torch")
     if launched_externally():
         rank = int(os.environ["RANK"])
         local_rank = int(os.environ.get("LOCAL_RANK", rank))
         _worker_main(local_rank, call, cfg, int(os.environ["WORLD_SIZE"]), None, rank)
         return
-    world_size = resolve_world_size(cfg)
-    port = int(cfg.get("dist_port") or 0) or free_port()
+    world_size = resolve_world_size(cfg)  # before importing torch: a bad call fails fast
+    port = master_port(cfg)
+    from forgeml.frameworks import get_adapter
+    from forgeml.frameworks.torch import WorkerFailed
+
+    torch_adapter = get_adapter("torch")
     log.info("starting %d workers (backend %s, port %d)", world_size, cfg.dist_backend, port)
     try:
         torch_adapter.spawn(  # type: ignore[attr-defined]

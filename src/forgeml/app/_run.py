@@ -75,21 +75,21 @@ def run(
     else:
         call = functools.partial(_call_main, main, args, kwargs)
     merged = run_defaults().merge(cfg)
-    apply_gpu_visibility(merged)
-    if merged.get("daemon"):
-        from forgeml.app._daemon import daemonize
-
-        record = daemonize(script_name(), merged.get("logfile"))
-        merged["logfile"] = record.logfile
     dist = merged.get("dist")
-    if dist == "slurm":
-        raise AppError(
-            "--dist slurm submits through forgeml.jobs, which this installation does not "
-            "provide yet. Use --dist torch for workers on this machine."
-        )
-    if dist not in (None, "torch"):
-        raise AppError(f"--dist must be 'torch' or 'slurm'. Got {dist!r}.")
     try:
+        if dist == "slurm":
+            raise AppError(
+                "--dist slurm submits through forgeml.jobs, which this installation does not "
+                "provide yet. Use --dist torch for workers on this machine."
+            )
+        if dist not in (None, "torch"):
+            raise AppError(f"--dist must be 'torch' or 'slurm'. Got {dist!r}.")
+        apply_gpu_visibility(merged)
+        if merged.get("daemon"):
+            from forgeml.app._daemon import daemonize
+
+            record = daemonize(script_name(), merged.get("logfile"))
+            merged["logfile"] = record.logfile
         if dist == "torch":
             from forgeml.app._dist import launch
 

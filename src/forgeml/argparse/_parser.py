@@ -56,7 +56,7 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
         help="torch.distributed backend; None means nccl with a GPU, gloo on CPU",
     )
     g.add_argument("--dist-url", default="env://", help="process-group init URL")
-    g.add_argument("--dist-port", type=int, default=25900, help="master port")
+    g.add_argument("--dist-port", type=int, default=25900, help="master port; 0 picks a free one")
     g.add_argument("--dist-no-sync-bn", action="store_true", help="do not convert to SyncBatchNorm")
     g.add_argument(
         "--world-size", type=int, default=-1, help="worker count; -1 means the visible GPU count"
@@ -76,6 +76,50 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
 
 def default_dist_backend(no_gpu: bool = False) -> str:
     return "nccl" if not no_gpu and nvidia_gpu_count() > 0 else "gloo"
+
+
+def scalar_converter(scalar: Callable[[str], Any]) -> Callable[[Any], Any]:
+    """Convert a config value with an option's ``type``; numbers are checked strictly."""
+    name = getattr(scalar, "__name__", repr(scalar))
+
+    def convert(value: Any) -> Any:
+        if scalar in (int, float):
+            if isinstance(value, bool) or not isinstance(value, str | int | float):
+                raise ValueError(f"invalid {name} value: {value!r}")
+            if scalar is int and isinstance(value, float):
+                if not value.is_integer():
+                    raise ValueError(f"invalid {name} value: {value!r}")
+                return int(value)
+        elif isinstance(scalar, type) and isinstance(value, scalar):
+            return value
+        try:
+            return scalar(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"invalid {name} value: {value!r}") from None
+
+    return convert
+
+
+def _type_converter(action: argparse.Action) -> Callable[[Any], Any] | None:
+    """The check for config values of a numeric option (``--seed``, ``--gpu N...``), or None."""
+    if action.type not in (int, float):
+        return None
+    item = scalar_converter(action.type)
+    if action.nargs is None:
+        return item
+    if action.nargs not in ("*", "+"):
+        return None
+
+    def items(value: Any) -> list[Any]:
+        if value is None:
+            return []
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v.strip()]  # gpu: "0,2"
+        elif not isinstance(value, list | tuple):
+            value = [value]
+        return [item(v) for v in value]
+
+    return items
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -143,25 +187,31 @@ class ArgumentParser(argparse.ArgumentParser):
     ) -> Config:
         values = vars(ns)
         cfg = Config({k: v for k, v in values.items() if k not in explicit})
+        from_files: set[str] = set()
         try:
             for path in files:
-                cfg.merge(load(path))
+                loaded = load(path)
+                from_files.update(loaded)
+                cfg.merge(loaded)
             cfg.merge({k: v for k, v in values.items() if k in explicit})
             apply_overrides(cfg, overrides)
         except ConfigError as exc:
             self.error(str(exc))
         if "cfg" in values:
             cfg["cfg"] = files or None
-        for dest, convert in self._converters.items():
-            if dest in cfg and dest not in explicit:
+        # Values that came from config files or overrides are checked like typed options.
+        overridden = {item.partition("=")[0].split(".")[0].strip() for item in overrides}
+        from_config = (from_files - explicit) | overridden
+        converters = {a.dest: c for a in self._actions if (c := _type_converter(a)) is not None}
+        converters.update(self._converters)
+        for dest, convert in converters.items():
+            if dest in cfg and dest in from_config:
                 try:
                     cfg[dest] = convert(cfg[dest])
-                except (TypeError, ValueError) as exc:
+                except (TypeError, ValueError, argparse.ArgumentTypeError) as exc:
                     self.error(f"argument --{dest.replace('_', '-')}: {exc} (from --cfg)")
         if "dist_backend" in cfg and cfg.get("dist_backend") is None:
             cfg["dist_backend"] = default_dist_backend(bool(cfg.get("no_gpu")))
-        if "gpu" in cfg and isinstance(cfg["gpu"], int | str):
-            cfg["gpu"] = [int(g) for g in str(cfg["gpu"]).split(",") if g.strip()]
         order = [a.dest for a in self._actions if a.dest in cfg]
         return Config({k: cfg[k] for k in [*order, *(k for k in cfg if k not in order)]})
 

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any, get_args, get_origin
 
 from forgeml._core._errors import ArgumentError
-from forgeml.argparse._parser import ArgumentParser
+from forgeml.argparse._parser import ArgumentParser, scalar_converter
+from forgeml.config import Config
 
 _SEQUENCES = (list, tuple, set, frozenset, Sequence, typing.Sequence)
 
@@ -31,6 +32,7 @@ class FunctionParser(ArgumentParser):
         super().__init__(**kwargs)
         self.function = fn
         self.params: list[inspect.Parameter] = []
+        self.required: list[str] = []
         helps = {p.arg_name: p.description for p in doc.params}
         try:
             hints = typing.get_type_hints(fn)
@@ -69,8 +71,10 @@ class FunctionParser(ArgumentParser):
             annotation = type(default) if default is not None else str
         optional, base = _unwrap_optional(annotation)
         kwargs: dict[str, Any] = {"dest": name, "help": help_text}
-        if required:
-            kwargs["required"] = True
+        if required:  # checked after merging, so a --cfg file or override may set it
+            kwargs["default"] = argparse.SUPPRESS
+            kwargs["help"] = f"{help_text} (required)".lstrip()
+            self.required.append(name)
         else:
             kwargs["default"] = default
         origin = get_origin(base)
@@ -103,7 +107,7 @@ class FunctionParser(ArgumentParser):
         else:
             scalar = _scalar_type(base, name)
             kwargs["type"] = scalar
-            convert = _converter(scalar)
+            convert = scalar_converter(scalar)
         if optional:
             inner = convert
             convert = lambda value: None if value is None else inner(value)  # noqa: E731
@@ -120,6 +124,18 @@ class FunctionParser(ArgumentParser):
                 f"Parameter '{kwargs['dest']}' of {self.function.__qualname__}() clashes with "
                 f"an existing option: {exc}. Rename the parameter."
             ) from exc
+
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> Config:
+        cfg = super().parse_args(args, namespace)
+        missing = [f"--{name.replace('_', '-')}" for name in self.required if name not in cfg]
+        if missing:
+            self.error(
+                f"the following arguments are required: {', '.join(missing)} "
+                f"(give them here, in a --cfg file or as name=VALUE)"
+            )
+        return cfg
 
     def call(self, cfg: Any, *args: Any, **kwargs: Any) -> Any:
         """Call the function with its parameters taken from ``cfg``."""
@@ -197,29 +213,6 @@ def _to_bool(value: Any) -> bool:
     raise ValueError(f"invalid bool value: {value!r}")
 
 
-def _converter(scalar: Callable[[str], Any]) -> Callable[[Any], Any]:
-    def convert(value: Any) -> Any:
-        if scalar is float and isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(scalar, type) and isinstance(value, scalar):
-            return value
-        if scalar is int and isinstance(value, float) and value.is_integer():
-            return int(value)
-        if scalar in (int, float) and (
-            isinstance(value, bool)
-            or not isinstance(value, str | int | float if scalar is float else str | int)
-        ):
-            raise ValueError(f"invalid {getattr(scalar, '__name__', scalar)} value: {value!r}")
-        try:
-            return scalar(value)
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"invalid {getattr(scalar, '__name__', scalar)} value: {value!r}"
-            ) from None
-
-    return convert
-
-
 def _choice_type(choices: list[Any]) -> Callable[[Any], Any]:
     by_text = {str(c): c for c in choices}
 
@@ -228,7 +221,9 @@ def _choice_type(choices: list[Any]) -> Callable[[Any], Any]:
             return value
         if str(value) in by_text:
             return by_text[str(value)]
-        raise ValueError(f"invalid choice: {value!r} (choose from {', '.join(by_text)})")
+        raise argparse.ArgumentTypeError(
+            f"invalid choice: {value!r} (choose from {', '.join(by_text)})"
+        )
 
     choice.__name__ = "choice"
     return choice
@@ -245,7 +240,9 @@ def _enum_type(enum_cls: type[enum.Enum]) -> Callable[[Any], enum.Enum]:
                 return enum_cls(value)
             except ValueError:
                 names = ", ".join(m.name for m in enum_cls)
-                raise ValueError(f"invalid choice: {value!r} (choose from {names})") from None
+                raise argparse.ArgumentTypeError(
+                    f"invalid choice: {value!r} (choose from {names})"
+                ) from None
 
     member.__name__ = enum_cls.__name__
     return member

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -50,6 +50,14 @@ class LazyGroup(click.Group):
             )
         return super().resolve_command(ctx, args)
 
+    def invoke(self, ctx: click.Context) -> Any:
+        # Errors the user can fix read "Error: ..." with exit code 1, however the
+        # group is called (console script, ``python -m forgeml``, CliRunner).
+        try:
+            return super().invoke(ctx)
+        except ForgeMLError as exc:
+            raise click.ClickException(str(exc)) from exc
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, self.lazy[name][1]) for name in sorted(self.lazy)]
         if rows:
@@ -70,21 +78,10 @@ def cli() -> None:
     """
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``forgeml`` console script."""
-    try:
-        cli.main(args=argv, prog_name="forgeml", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.Abort:
-        click.echo("Aborted.", err=True)
-        sys.exit(1)
-    except ForgeMLError as exc:
-        click.echo(f"Error: {exc}", err=True)
-        sys.exit(1)
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Entry point of the ``forgeml`` console script; always ends with ``SystemExit``."""
+    cli.main(args=argv, prog_name="forgeml")
+    sys.exit(0)  # not reached: click's standalone mode exits
 
 
 __all__ = ["COMMANDS", "LazyGroup", "cli", "main"]

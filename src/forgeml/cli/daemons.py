@@ -31,7 +31,11 @@ def ps(as_json: bool) -> None:
     now = time.time()
     for r in records:
         table.add_row(str(r.pid), r.name, _duration(now - r.started), r.cwd, r.logfile)
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:
+        # Piped (grep, awk, a file): one line per daemon, paths never cut short.
+        console = Console(width=100_000)
+    console.print(table)
 
 
 @click.command()
