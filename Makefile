@@ -42,6 +42,10 @@ format: $(VENV)/.dev
 type-check: $(VENV)/.dev
 	$(BIN)/mypy
 
+docs: $(VENV)/.dev
+	$(PIP) -e '.[docs]'
+	$(BIN)/mkdocs build --strict
+
 bench: $(VENV)/.dev
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 

@@ -330,12 +330,24 @@ def test_invalid_yaml_names_file_and_line(tmp_path: Path, text: str, line: int) 
         loads(text)
 
 
-@pytest.mark.parametrize("text", ["d: 2001-13-45\n", "x: !!int abc\n", "x: !!float abc\n"])
+@pytest.mark.parametrize(
+    "text", ["d: !!timestamp 2001-13-45\n", "x: !!int abc\n", "x: !!float abc\n"]
+)
 def test_bad_scalar_for_its_tag(tmp_path: Path, text: str) -> None:
     path = write(tmp_path / "a.yml", text)
     with pytest.raises(ConfigError, match="invalid value") as info:
         load(path)
-    assert str(path) in str(info.value)
+    assert f"{path}, line 1" in str(info.value)
+
+
+def test_dates_stay_strings_as_in_yaml_12(tmp_path: Path) -> None:
+    cfg = load(write(tmp_path / "a.yml", "day: 2001-12-14\nstamp: 2001-12-14 21:59:43\n"))
+    assert cfg == {
+        "day": "2001-12-14",
+        "stamp": "2001-12-14 21:59:43",
+        "__file__": str(tmp_path / "a.yml"),
+    }
+    assert eval(repr(cfg), {"Config": Config}) == cfg
 
 
 def test_bad_json_include(tmp_path: Path) -> None:

@@ -29,8 +29,29 @@ class RegistryError(ForgeMLError, LookupError):
     """A name is not registered at an extension point, or its module cannot be loaded."""
 
 
+class FormatError(ForgeMLError, ValueError):
+    """A file cannot be saved or loaded in the format its suffix names (``forgeml.io``)."""
+
+
+class ObjectError(ForgeMLError):
+    """An object cannot be defined, saved, loaded or found (``forgeml.objects``)."""
+
+
 class CLIError(ForgeMLError):
     """A command of the ``forgeml`` CLI failed in a way the user can fix."""
+
+
+for _error in (
+    ForgeMLError,
+    ConfigError,
+    ArgumentError,
+    AppError,
+    RegistryError,
+    FormatError,
+    ObjectError,
+    CLIError,
+):
+    _error.__module__ = "forgeml"  # tracebacks read forgeml.ConfigError
 
 
 def did_you_mean(name: str, known: Iterable[str]) -> str:

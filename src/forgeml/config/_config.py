@@ -165,8 +165,8 @@ class Config(dict[str, Any]):
         return target
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], **kwargs: Any) -> Config:
-        """Load a config file (see :func:`forgeml.config.load`)."""
+    def load(cls, path: str | os.PathLike[str], *overrides: str, **kwargs: Any) -> Config:
+        """Load a config file and apply overrides (see :func:`forgeml.config.load`)."""
         from forgeml.config._loader import load
 
-        return load(path, **kwargs)
+        return load(path, *overrides, **kwargs)

@@ -28,6 +28,7 @@ _FLOAT_RE = re.compile(
 )
 _FLOAT_TAG = "tag:yaml.org,2002:float"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
 #: The most nodes a document may expand to through aliases ("billion laughs" guard).
 MAX_EXPANDED_NODES = 1_000_000
 
@@ -102,9 +103,10 @@ class _Loader(yaml.SafeLoader):
             ) from None
 
 
-# Copies, so that PyYAML's own SafeLoader/SafeDumper keep the YAML 1.1 rules.
+# Copies, so that PyYAML's own SafeLoader/SafeDumper keep the YAML 1.1 rules. As in
+# YAML 1.2, unquoted dates stay strings (so every value round-trips through repr and JSON).
 _Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != _FLOAT_TAG]
+    first: [(tag, rx) for tag, rx in resolvers if tag not in (_FLOAT_TAG, _TIMESTAMP_TAG)]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 _Loader.add_implicit_resolver(_FLOAT_TAG, _FLOAT_RE, list("-+0123456789."))

@@ -39,7 +39,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = parse_yaml(raw, path=Path.cwd() / _CWD_MARK)
     except ConfigError as exc:
         raise ConfigError(
-            f"Override {text!r}: the value is not valid YAML ({exc}). "
+            f"Override {text!r}: the value is not valid YAML ({str(exc).rstrip('.')}). "
             f"Quote it to keep it a string, e.g. {key}='\"{raw}\"'."
         ) from None
     if value is None and raw.strip() not in ("null", "Null", "NULL", "~"):
