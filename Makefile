@@ -16,9 +16,10 @@ $(VENV)/.base: pyproject.toml | $(PY)
 	$(PIP) -e .
 	@touch $@
 
-# Everything the test suite needs (torch is pinned to the local CPU wheel).
+# Everything the test suite needs (torch is pinned to the local CPU wheel; Keras runs
+# on the torch backend, so TensorFlow is not needed).
 $(VENV)/.dev: pyproject.toml | $(PY)
-	$(PIP) -e '.[dev,torch]'
+	$(PIP) -e '.[dev,torch,sklearn,xgboost,keras]'
 	@touch $@ $(VENV)/.base
 
 demo: $(VENV)/.base

@@ -15,12 +15,15 @@ from forgeml._core._errors import (
     CLIError,
     ConfigError,
     ForgeMLError,
+    FormatError,
+    ObjectError,
     RegistryError,
 )
 from forgeml._version import __version__
 
 if TYPE_CHECKING:
     from forgeml.config import Config
+    from forgeml.objects import Object, ObjectDef, Repo, Selector, load_object, save_object
 
 __all__ = [
     "AppError",
@@ -29,11 +32,27 @@ __all__ = [
     "Config",
     "ConfigError",
     "ForgeMLError",
+    "FormatError",
+    "Object",
+    "ObjectDef",
+    "ObjectError",
     "RegistryError",
+    "Repo",
+    "Selector",
     "__version__",
+    "load_object",
+    "save_object",
 ]
 
-_LAZY = {"Config": "forgeml.config"}
+_LAZY = {
+    "Config": "forgeml.config",
+    "Object": "forgeml.objects",
+    "ObjectDef": "forgeml.objects",
+    "Repo": "forgeml.objects",
+    "Selector": "forgeml.objects",
+    "load_object": "forgeml.objects",
+    "save_object": "forgeml.objects",
+}
 
 
 def __getattr__(name: str) -> Any:

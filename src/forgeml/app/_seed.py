@@ -10,7 +10,7 @@ from types import ModuleType
 import numpy as np
 
 from forgeml._core._lazy import when_imported
-from forgeml.frameworks import FRAMEWORKS, get_adapter
+from forgeml.frameworks import FRAMEWORKS, Seedable, get_adapter
 
 log = logging.getLogger("forgeml.app")
 
@@ -34,7 +34,10 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
     for name in FRAMEWORKS.names():
 
         def seed_framework(_: ModuleType, name: str = name) -> None:
-            get_adapter(name).seed(seed, deterministic)
+            adapter = get_adapter(name)
+            if not isinstance(adapter, Seedable):
+                return
+            adapter.seed(seed, deterministic)
             log.debug("seeded %s with %d (deterministic=%s)", name, seed, deterministic)
 
         when_imported(name, seed_framework, key="forgeml.seed")

@@ -15,6 +15,7 @@ from forgeml._version import __version__
 COMMANDS: dict[str, tuple[str, str]] = {
     "config": ("forgeml.cli.config:config", "Show resolved configuration files."),
     "ps": ("forgeml.cli.daemons:ps", "List daemons started with -d/--daemon."),
+    "repo": ("forgeml.cli.repo:repo", "List, show and remove objects stored in a Repo."),
     "stop": ("forgeml.cli.daemons:stop", "Stop daemons by pid or program name."),
 }
 

@@ -1,19 +1,56 @@
-"""The small protocol every framework adapter implements."""
+"""The small protocols framework adapters implement.
+
+An adapter implements the capabilities that make sense for its framework:
+seeding (:class:`Seedable`) and saving the state of its objects
+(:class:`StateAdapter`). Everything else in forgeml is built on these methods.
+"""
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 
 @runtime_checkable
 class FrameworkAdapter(Protocol):
-    """What forgeml needs from a framework; everything else is built on these methods."""
+    """Every adapter: a registry name and the importable module it wraps."""
 
-    #: the short name in the registry, e.g. ``"torch"``
+    #: the short name in the registry, which is also the module it wraps, e.g. ``"torch"``
     name: str
     #: the importable module the adapter wraps, e.g. ``"torch"``
     module: str
 
+
+@runtime_checkable
+class Seedable(FrameworkAdapter, Protocol):
     def seed(self, seed: int, deterministic: bool = False) -> None:
         """Seed the framework's random generators; optionally turn on deterministic kernels."""
+        ...
+
+
+@runtime_checkable
+class StateAdapter(FrameworkAdapter, Protocol):
+    """Saves and restores the learned state of a framework's objects, in safe formats only."""
+
+    def owns(self, obj: object) -> bool:
+        """True when ``obj`` is an object whose state this adapter saves."""
+        ...
+
+    def save_state(self, obj: Any, directory: Path, stem: str) -> dict[str, Any]:
+        """Write ``obj``'s state to files named ``stem`` + suffix inside ``directory``.
+
+        Returns JSON-serialisable info that :meth:`load_state` needs, including
+        ``"files"``: the names written (relative to ``directory``).
+        """
+        ...
+
+    def load_state(
+        self, obj: Any, directory: Path, info: dict[str, Any], *, trust: bool = False
+    ) -> Any:
+        """Restore the state saved by :meth:`save_state` into ``obj`` (a freshly built one).
+
+        Returns the object to use: ``obj`` restored in place, or a new object
+        where the framework cannot restore in place (e.g. a fitted estimator).
+        ``trust`` admits types outside the framework's safe allowlist.
+        """
         ...

@@ -1,14 +1,23 @@
-"""PyTorch adapter: seeding, determinism and process groups."""
+"""PyTorch adapter: seeding, determinism, process groups, and state of modules and optimizers."""
 
 from __future__ import annotations
 
+import collections
+import json
+import math
 import os
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
+import safetensors
+import safetensors.torch
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+
+from forgeml._core._errors import ObjectError
+from forgeml._core._files import atomic_path, atomic_write_text
 
 
 class TorchAdapter:
@@ -31,6 +40,122 @@ class TorchAdapter:
 
     def set_device(self, index: int) -> None:
         torch.cuda.set_device(index)
+
+    # -- forgeml.io: .pt files and torch tensors in .safetensors ----------------------------
+
+    # torch dtype -> (safetensors code, a same-size dtype numpy can view it as, or None)
+    _SAFETENSORS_VIEWS: ClassVar[dict[Any, tuple[str, Any]]] = {
+        torch.float64: ("F64", None),
+        torch.float32: ("F32", None),
+        torch.float16: ("F16", None),
+        torch.bfloat16: ("BF16", torch.int16),
+        torch.float8_e4m3fn: ("F8_E4M3", torch.uint8),
+        torch.float8_e5m2: ("F8_E5M2", torch.uint8),
+        torch.complex64: ("C64", None),
+        torch.int64: ("I64", None),
+        torch.int32: ("I32", None),
+        torch.int16: ("I16", None),
+        torch.int8: ("I8", None),
+        torch.uint64: ("U64", None),
+        torch.uint32: ("U32", None),
+        torch.uint16: ("U16", None),
+        torch.uint8: ("U8", None),
+        torch.bool: ("BOOL", None),
+    }
+
+    def is_tensor(self, obj: object) -> bool:
+        """True for a torch tensor."""
+        return isinstance(obj, torch.Tensor)
+
+    def save_pt(self, obj: Any, f: Any) -> None:
+        """``torch.save(obj, f)`` into a binary stream."""
+        torch.save(obj, f)
+
+    def load_pt(self, source: Any, *, trust: bool = False, map_location: Any = None) -> Any:
+        """``torch.load`` a path or binary stream, weights only unless ``trust``.
+
+        A file that holds other objects raises :class:`FormatError` saying which
+        global was refused and how to proceed.
+        """
+        import pickle
+        import re
+
+        from forgeml._core._errors import FormatError
+
+        try:
+            return torch.load(source, map_location=map_location, weights_only=not trust)
+        except pickle.UnpicklingError as exc:
+            if trust:
+                raise
+            text = str(exc)
+            found = re.search(r"WeightsUnpickler error: (.+?)(?= Please use|\n|$)", text)
+            reason = found.group(1).strip() if found else text.strip().splitlines()[0]
+            where = f"'{source}'" if isinstance(source, (str, os.PathLike)) else "The data"
+            raise FormatError(
+                f"{where} holds objects outside torch's weights-only allowlist ({reason}) "
+                f"and unpickling them could run arbitrary code. If you trust the file, load it "
+                f"with trust=True; better, save only tensors and plain containers (e.g. "
+                f"model.state_dict()) or use .safetensors."
+            ) from None
+
+    def safetensors_arrays(self, tensors: dict[str, Any]) -> dict[str, tuple[str, Any]] | None:
+        """numpy views of ``tensors`` (no copy on the CPU) for forgeml's ``.safetensors`` writer.
+
+        Maps each name to ``(safetensors dtype code, array)``. Returns None when
+        :meth:`safetensors_dumps` must write them instead: tensors that share
+        memory (which it refuses with an explanation), or a dtype without a view.
+        """
+        arrays: dict[str, tuple[str, Any]] = {}
+        storages: set[int] = set()
+        for key, value in tensors.items():
+            if not isinstance(value, torch.Tensor) or value.dtype not in self._SAFETENSORS_VIEWS:
+                return None
+            if value.numel():
+                storage = value.untyped_storage().data_ptr()
+                if storage in storages:
+                    return None
+                storages.add(storage)
+            code, view = self._SAFETENSORS_VIEWS[value.dtype]
+            tensor = value if view is None else value.view(view)
+            arrays[key] = (code, tensor.numpy(force=True))
+        return arrays
+
+    def safetensors_dumps(self, tensors: dict[str, Any], metadata: dict[str, str] | None) -> bytes:
+        """Tensors (numpy arrays are converted) as the bytes of a ``.safetensors`` file."""
+        import re
+
+        import safetensors.torch
+
+        flat = {
+            key: (value if isinstance(value, torch.Tensor) else torch.as_tensor(value))
+            .detach()
+            .contiguous()
+            for key, value in tensors.items()
+        }
+        try:
+            return bytes(safetensors.torch.save(flat, metadata=metadata))
+        except RuntimeError as exc:
+            if "share memory" not in str(exc):
+                raise
+            from forgeml._core._errors import FormatError
+
+            groups = re.findall(r"\{[^{}]*\}", str(exc))
+            raise FormatError(
+                f"Tensors {', '.join(groups) or ''} share memory (tied weights, or views of "
+                f"one tensor); .safetensors stores every tensor separately. Save one of each "
+                f"group and re-tie after loading, or pass copies (t.clone())."
+            ) from None
+
+    def safetensors_load(self, source: Any, *, device: str = "cpu") -> dict[str, Any]:
+        """Tensors from a ``.safetensors`` path or its bytes, placed on ``device``."""
+        import safetensors.torch
+
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            tensors = safetensors.torch.load(bytes(source))
+            if device == "cpu":
+                return dict(tensors)
+            return {key: value.to(device) for key, value in tensors.items()}
+        return dict(safetensors.torch.load_file(source, device=device))
 
     def init_process_group(
         self, *, backend: str, init_method: str, rank: int, world_size: int
@@ -55,12 +180,293 @@ class TorchAdapter:
         except mp.ProcessExitedException as exc:
             raise WorkerFailed(exc.error_index, str(exc), exit_code=exc.exit_code) from None
 
+    # --- state: save_state / load_state (safetensors + JSON, never pickle) ---
+
+    def owns(self, obj: object) -> bool:
+        """True for modules (``torch.nn.Module``) and optimizers (``torch.optim.Optimizer``)."""
+        return isinstance(obj, torch.nn.Module | torch.optim.Optimizer)
+
+    def save_state(self, obj: Any, directory: Path, stem: str) -> dict[str, Any]:
+        """Save a module's ``state_dict()`` or an optimizer's state; never pickles.
+
+        A module writes ``<stem>.safetensors``: parameters and persistent buffers
+        (non-persistent buffers are not state; ``__init__`` rebuilds them). A
+        tensor held under several names (tied weights) is stored once. An
+        optimizer writes its tensors to ``<stem>.safetensors`` and the rest of
+        its ``state_dict()`` (param groups, step counts, hyperparameters) to
+        ``<stem>.json``.
+        """
+        directory = Path(directory)
+        if isinstance(obj, torch.nn.Module):
+            return _save_module(obj, directory, stem)
+        if isinstance(obj, torch.optim.Optimizer):
+            return _save_optimizer(obj, directory, stem)
+        raise ObjectError(
+            f"The torch adapter saves torch.nn.Module and torch.optim.Optimizer objects. "
+            f"Got {type(obj).__qualname__}."
+        )
+
+    def load_state(
+        self, obj: Any, directory: Path, info: dict[str, Any], *, trust: bool = False
+    ) -> Any:
+        """Load the state saved by :meth:`save_state` into ``obj`` in place; returns ``obj``.
+
+        Tensors are read to the CPU and copied into ``obj``'s own tensors, so they
+        keep their device. A module is loaded with ``strict=True``: every saved
+        name must fit and every name of ``obj`` must be saved. ``trust`` changes
+        nothing: the files hold only tensors and JSON.
+        """
+        directory = Path(directory)
+        kind = info.get("format")
+        expected = {_MODULE_FORMAT: torch.nn.Module, _OPTIMIZER_FORMAT: torch.optim.Optimizer}
+        if kind not in expected:
+            raise ObjectError(
+                f"The torch adapter cannot load state of format {kind!r}. Known formats: "
+                f"{', '.join(sorted(expected))}. Was it saved by another adapter?"
+            )
+        if not isinstance(obj, expected[kind]):
+            raise ObjectError(
+                f"The saved state is a {expected[kind].__module__}.{expected[kind].__name__} "
+                f"state ({kind}), but the object to load it into is a "
+                f"{type(obj).__qualname__}. Load it into the object it was saved from."
+            )
+        if kind == _MODULE_FORMAT:
+            _load_module(obj, directory, info)
+        else:
+            _load_optimizer(obj, directory, info)
+        return obj
+
 
 class WorkerFailed(Exception):
     def __init__(self, rank: int, message: str, exit_code: int | None = None) -> None:
         super().__init__(message)
         self.rank = rank
         self.exit_code = exit_code
+
+
+# --- state helpers (see TorchAdapter.save_state) ---
+
+_MODULE_FORMAT = "torch.module.safetensors"
+_OPTIMIZER_FORMAT = "torch.optimizer.safetensors+json"
+_HEADER_KEY = "forgeml"  # safetensors metadata entry holding forgeml's JSON header
+
+
+def _save_module(module: Any, directory: Path, stem: str) -> dict[str, Any]:
+    state = module.state_dict()
+    tensors: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    for key, value in state.items():
+        if isinstance(value, torch.Tensor):
+            tensors[key] = value
+        else:  # the value of a module's get_extra_state()
+            extra[key] = value
+    own = set(tensors)
+    encoded_extra = {key: _encode(value, (key,), tensors) for key, value in extra.items()}
+    stored, aliases = _storable(tensors)
+    versions = {
+        prefix: {k: v for k, v in meta.items() if v is None or isinstance(v, bool | int | str)}
+        for prefix, meta in getattr(state, "_metadata", {}).items()
+    }
+    header = {
+        "aliases": aliases,
+        "extra": encoded_extra,
+        "extra_tensors": sorted(set(tensors) - own),
+        "versions": versions,
+    }
+    name = f"{stem}.safetensors"
+    _write_safetensors(stored, directory / name, _MODULE_FORMAT, header)
+    return {
+        "format": _MODULE_FORMAT,
+        "files": [name],
+        "class": f"{type(module).__module__}:{type(module).__qualname__}",
+        "tensors": len(stored),
+        "aliases": len(aliases),
+    }
+
+
+def _load_module(module: Any, directory: Path, info: dict[str, Any]) -> None:
+    path = _state_file(directory, info, ".safetensors")
+    tensors, header = _read_safetensors(path)
+    state: collections.OrderedDict[str, Any] = collections.OrderedDict(tensors)
+    try:
+        for name in header.get("extra_tensors", []):  # they belong to an extra state below
+            del state[name]
+        for key, encoded in header.get("extra", {}).items():
+            state[key] = _decode(encoded, tensors)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ObjectError(f"{path} has a damaged forgeml header: {exc!r}.") from exc
+    state._metadata = header.get("versions", {})  # type: ignore[attr-defined]
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ObjectError(
+            f"The state in {path} does not fit {type(module).__qualname__} "
+            f"(saved from {info.get('class', '?')}): {exc}\nHINT: build the module with the "
+            f"same constructor arguments as the one that was saved."
+        ) from exc
+
+
+def _save_optimizer(optimizer: Any, directory: Path, stem: str) -> dict[str, Any]:
+    tensors: dict[str, Any] = {}
+    structure = _encode(optimizer.state_dict(), (), tensors)
+    stored, aliases = _storable(tensors)
+    names = [f"{stem}.safetensors", f"{stem}.json"]
+    _write_safetensors(stored, directory / names[0], _OPTIMIZER_FORMAT, {"aliases": aliases})
+    document = {"format": _OPTIMIZER_FORMAT, "state_dict": structure}
+    atomic_write_text(directory / names[1], json.dumps(document, indent=1, allow_nan=False))
+    return {
+        "format": _OPTIMIZER_FORMAT,
+        "files": names,
+        "class": f"{type(optimizer).__module__}:{type(optimizer).__qualname__}",
+        "tensors": len(stored),
+    }
+
+
+def _load_optimizer(optimizer: Any, directory: Path, info: dict[str, Any]) -> None:
+    tensors, _ = _read_safetensors(_state_file(directory, info, ".safetensors"))
+    path = _state_file(directory, info, ".json")
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        state = _decode(document["state_dict"], tensors)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ObjectError(f"{path} is not a forgeml optimizer state file: {exc!r}.") from exc
+    try:
+        optimizer.load_state_dict(state)
+    except (ValueError, KeyError, RuntimeError) as exc:
+        raise ObjectError(
+            f"The optimizer state in {path} does not fit {type(optimizer).__qualname__} "
+            f"(saved from {info.get('class', '?')}): {exc}\nHINT: build the optimizer over "
+            f"the same parameters, in the same groups, as the one that was saved."
+        ) from exc
+
+
+def _state_file(directory: Path, info: dict[str, Any], suffix: str) -> Path:
+    files = info.get("files", [])
+    names = [n for n in files if isinstance(n, str) and n.endswith(suffix)]
+    if len(names) == 1 and Path(names[0]).name != names[0]:
+        names = []  # only plain names inside directory
+    if len(names) != 1:
+        raise ObjectError(
+            f"The torch state info should name one '*{suffix}' file. Got files="
+            f"{info.get('files')!r}. Pass the info that save_state returned."
+        )
+    path = directory / names[0]
+    if not path.is_file():
+        raise ObjectError(f"The torch state file {path} does not exist.")
+    return path
+
+
+def _storable(tensors: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Tensors safetensors accepts, plus ``{alias: stored name}`` for tied tensors.
+
+    safetensors refuses tensors that share memory: a tensor held under several
+    names (tied weights) is stored once and its other names become aliases;
+    other tensors overlapping a stored one (views) are stored as copies.
+    """
+    stored: dict[str, Any] = {}
+    aliases: dict[str, str] = {}
+    views: dict[tuple[Any, ...], str] = {}
+    storages: set[tuple[str, int]] = set()
+    for name, value in tensors.items():
+        tensor = value.detach()
+        if tensor.layout != torch.strided or tensor.device.type == "meta":
+            what = "on the meta device" if tensor.is_meta else f"a {tensor.layout} tensor"
+            raise ObjectError(
+                f"The tensor '{name}' is {what}, which cannot be saved. "
+                f"Materialise it as a dense tensor before saving."
+            )
+        if tensor.numel() == 0:
+            stored[name] = tensor.contiguous()
+            continue
+        view = (
+            str(tensor.device),
+            tensor.dtype,
+            tensor.data_ptr(),
+            *tensor.shape,
+            *tensor.stride(),
+        )
+        if view in views:
+            aliases[name] = views[view]
+            continue
+        storage = (str(tensor.device), tensor.untyped_storage().data_ptr())
+        if storage in storages:
+            stored[name] = tensor.clone(memory_format=torch.contiguous_format)
+        else:
+            stored[name] = tensor.contiguous()
+        storages.add(storage)
+        views[view] = name
+    return stored, aliases
+
+
+def _write_safetensors(
+    tensors: dict[str, Any], path: Path, kind: str, header: dict[str, Any]
+) -> None:
+    metadata = {"format": "pt", "forgeml.format": kind, _HEADER_KEY: json.dumps(header)}
+    with atomic_path(path) as tmp:
+        safetensors.torch.save_file(tensors, str(tmp), metadata=metadata)
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    try:
+        with safetensors.safe_open(str(path), framework="pt", device="cpu") as f:
+            metadata = f.metadata() or {}
+            tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118
+        header = json.loads(metadata.get(_HEADER_KEY, "{}"))
+        for alias, name in header.get("aliases", {}).items():
+            tensors[alias] = tensors[name]
+    except (OSError, ValueError, KeyError, AttributeError, safetensors.SafetensorError) as exc:
+        raise ObjectError(f"Cannot read the torch state file {path}: {exc!r}") from exc
+    return tensors, header
+
+
+def _encode(value: Any, path: tuple[str, ...], tensors: dict[str, Any]) -> Any:
+    """``value`` as JSON, its tensors moved to ``tensors`` under their path."""
+    if isinstance(value, torch.Tensor):
+        key = "/".join(path) or "tensor"
+        while key in tensors:
+            key += "'"
+        tensors[key] = value
+        return {"__tensor__": key}
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else {"__float__": repr(value)}
+    if isinstance(value, list):
+        return [_encode(item, (*path, str(i)), tensors) for i, item in enumerate(value)]
+    if isinstance(value, tuple):
+        return {"__tuple__": [_encode(v, (*path, str(i)), tensors) for i, v in enumerate(value)]}
+    if isinstance(value, dict):
+        if all(isinstance(k, str) and not k.startswith("__") for k in value):
+            return {k: _encode(v, (*path, k), tensors) for k, v in value.items()}
+        return {
+            "__dict__": [
+                [_encode(k, (*path, "key"), tensors), _encode(v, (*path, str(k)), tensors)]
+                for k, v in value.items()
+            ]
+        }
+    raise ObjectError(
+        f"The torch state at '{'/'.join(path)}' is a {type(value).__qualname__}, which forgeml "
+        f"cannot save without pickle. State may hold tensors, None, bool, int, float, str and "
+        f"lists, tuples and dicts of those. HINT: convert it in get_extra_state()/state_dict()."
+    )
+
+
+def _decode(value: Any, tensors: dict[str, Any]) -> Any:
+    if isinstance(value, list):
+        return [_decode(item, tensors) for item in value]
+    if not isinstance(value, dict):
+        return value
+    if len(value) == 1:
+        ((tag, inner),) = value.items()
+        if tag == "__tensor__":
+            return tensors[inner]
+        if tag == "__tuple__":
+            return tuple(_decode(item, tensors) for item in inner)
+        if tag == "__dict__":
+            return {_decode(k, tensors): _decode(v, tensors) for k, v in inner}
+        if tag == "__float__":
+            return float(inner)
+    return {k: _decode(v, tensors) for k, v in value.items()}
 
 
 adapter = TorchAdapter()

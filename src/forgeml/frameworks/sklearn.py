@@ -1,0 +1,135 @@
+"""scikit-learn adapter: estimators (pipelines included) saved with skops, never pickled.
+
+Loading admits the types skops trusts by default plus the classes of a small
+allowlist of packages (:data:`SAFE_PACKAGES`); anything else (a user's
+function in a ``FunctionTransformer``, a third-party estimator) needs
+``trust=True``. scikit-learn has no random generator of its own besides
+numpy's, which the launcher already seeds, so this adapter is not ``Seedable``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import sklearn
+import sklearn.base
+import skops
+import skops.io
+
+from forgeml._core._errors import ObjectError
+from forgeml._core._files import atomic_write_bytes
+
+#: Packages whose *classes* a skops file may hold without ``trust=True``.
+#: Functions never qualify, not even numpy's: a ``FunctionTransformer`` calls
+#: its function on the data, so only a trusted file may name one that skops
+#: does not trust itself (it trusts numpy's ufuncs such as ``numpy.log1p``).
+SAFE_PACKAGES = ("numpy", "scipy", "sklearn")
+
+FORMAT = "sklearn.skops"
+
+
+class SklearnAdapter:
+    name = "sklearn"
+    module = "sklearn"
+
+    def owns(self, obj: object) -> bool:
+        """True for scikit-learn estimators (``sklearn.base.BaseEstimator``), pipelines included."""
+        return isinstance(obj, sklearn.base.BaseEstimator)
+
+    def save_state(self, obj: Any, directory: Path, stem: str) -> dict[str, Any]:
+        """Write ``obj`` (fitted or not) to ``<stem>.skops``."""
+        try:
+            data = skops.io.dumps(obj, compression=zipfile.ZIP_DEFLATED)
+        except Exception as exc:  # skops raises TypeError and others for what it cannot save
+            raise ObjectError(
+                f"skops cannot save the {type(obj).__qualname__} estimator: {exc}\n"
+                f"HINT: lambdas and locally defined functions cannot be saved; use a "
+                f"function defined at the top level of a module."
+            ) from exc
+        name = f"{stem}.skops"
+        atomic_write_bytes(Path(directory) / name, data)
+        return {
+            "format": FORMAT,
+            "files": [name],
+            "class": _class_path(type(obj)),
+            "sklearn_version": sklearn.__version__,
+            "skops_version": skops.__version__,
+        }
+
+    def load_state(
+        self, obj: Any, directory: Path, info: dict[str, Any], *, trust: bool = False
+    ) -> Any:
+        """Load the estimator saved by :meth:`save_state`; returns it (a new object).
+
+        Types that neither skops trusts by default nor are classes of
+        :data:`SAFE_PACKAGES` are refused with :class:`ObjectError` unless ``trust``.
+        When ``obj`` is given, the loaded estimator must be of its class.
+        """
+        if info.get("format") != FORMAT:
+            raise ObjectError(
+                f"The sklearn adapter loads state of format '{FORMAT}'. Got "
+                f"{info.get('format')!r}. Was it saved by another adapter?"
+            )
+        files = info.get("files") or []
+        if len(files) != 1 or not _plain_name(files[0], ".skops"):
+            raise ObjectError(
+                f"The sklearn state info should name one '*.skops' file. Got files={files!r}. "
+                f"Pass the info that save_state returned."
+            )
+        path = Path(directory) / files[0]
+        try:
+            data = path.read_bytes()  # read once: the checked bytes are the loaded bytes
+            untrusted = skops.io.get_untrusted_types(data=data)
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+            raise ObjectError(f"Cannot read the skops file {path}: {exc}") from exc
+        refused = [] if trust else [t for t in untrusted if not _is_safe_class(t)]
+        if refused:
+            raise ObjectError(
+                f"{path} holds types that forgeml does not load without trust: "
+                f"{', '.join(refused)}. Only the types skops trusts and classes from "
+                f"{', '.join(SAFE_PACKAGES)} load by default; loading other types can run "
+                f"their code.\nHINT: if you trust this file, load it with trust=True."
+            )
+        try:
+            estimator = skops.io.loads(data, trusted=untrusted)
+        except Exception as exc:
+            raise ObjectError(f"skops cannot load {path}: {exc}") from exc
+        if obj is not None and type(estimator) is not type(obj):
+            raise ObjectError(
+                f"{path} holds a {_class_path(type(estimator))}, but the object to restore "
+                f"is a {_class_path(type(obj))}. Load it into the estimator it was saved from."
+            )
+        return estimator
+
+
+def _class_path(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def _is_safe_class(name: str) -> bool:
+    """True when ``name`` (``"pkg.module.Class"``) is a class of one of :data:`SAFE_PACKAGES`."""
+    parts = name.split(".")
+    if parts[0] not in SAFE_PACKAGES or any(p.startswith("__") for p in parts):
+        return False  # dunder parts (e.g. numpy.f2py.__main__) could run code on import
+    for cut in range(len(parts) - 1, 0, -1):
+        try:
+            found: Any = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue  # "pkg.module.Outer.Inner": try a shorter module path
+        except Exception:
+            return False
+        for attr in parts[cut:]:
+            found = getattr(found, attr, None)
+        return isinstance(found, type)
+    return False
+
+
+def _plain_name(name: object, suffix: str) -> bool:
+    """True for a file name (no folder part) that ends with ``suffix``."""
+    return isinstance(name, str) and name.endswith(suffix) and Path(name).name == name
+
+
+adapter = SklearnAdapter()
