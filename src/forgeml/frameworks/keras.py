@@ -9,6 +9,7 @@ from typing import Any
 from forgeml._core._errors import ObjectError
 from forgeml._core._files import atomic_path
 from forgeml._core._lazy import is_installed
+from forgeml.frameworks._state import check_format, state_file
 
 if "KERAS_BACKEND" not in os.environ and not is_installed("tensorflow") and is_installed("torch"):
     os.environ["KERAS_BACKEND"] = "torch"  # Keras defaults to TensorFlow, which is not here
@@ -52,17 +53,7 @@ class KerasAdapter:
 
         ``trust`` changes nothing: a ``.weights.h5`` file holds only arrays.
         """
-        if info.get("format") != FORMAT:
-            raise ObjectError(
-                f"The keras adapter loads state of format '{FORMAT}'. Got "
-                f"{info.get('format')!r}. Was it saved by another adapter?"
-            )
-        files = info.get("files") or []
-        if len(files) != 1 or not _plain_name(files[0], _SUFFIX):
-            raise ObjectError(
-                f"The keras state info should name one '*{_SUFFIX}' file. Got files={files!r}. "
-                f"Pass the info that save_state returned."
-            )
+        check_format("keras", info, FORMAT)
         if not isinstance(obj, keras.Layer):
             raise ObjectError(
                 f"Keras weights load into a Keras layer or model. Got {type(obj).__qualname__}."
@@ -73,9 +64,7 @@ class KerasAdapter:
             # A compiled model saves its optimizer's variables too; build the fresh
             # optimizer so they are restored and training resumes where it stopped.
             optimizer.build(obj.trainable_variables)
-        path = Path(directory) / files[0]
-        if not path.is_file():
-            raise ObjectError(f"The keras state file {path} does not exist.")
+        path = state_file("keras", Path(directory), info, _SUFFIX)
         try:
             keras.saving.load_weights(obj, str(path))
         except (ValueError, KeyError, OSError) as exc:
@@ -95,11 +84,6 @@ def _require_built(obj: Any, action: str) -> None:
             f"with keras.Input(shape=...), give a functional model its keras.Input, or call "
             f"model.build(input_shape)."
         )
-
-
-def _plain_name(name: object, suffix: str) -> bool:
-    """True for a file name (no folder part) that ends with ``suffix``."""
-    return isinstance(name, str) and name.endswith(suffix) and Path(name).name == name
 
 
 adapter = KerasAdapter()

@@ -21,6 +21,7 @@ import skops.io
 
 from forgeml._core._errors import ObjectError
 from forgeml._core._files import atomic_write_bytes
+from forgeml.frameworks._state import check_format, state_file
 
 #: Packages whose *classes* a skops file may hold without ``trust=True``.
 #: Functions never qualify, not even numpy's: a ``FunctionTransformer`` calls
@@ -68,18 +69,8 @@ class SklearnAdapter:
         :data:`SAFE_PACKAGES` are refused with :class:`ObjectError` unless ``trust``.
         When ``obj`` is given, the loaded estimator must be of its class.
         """
-        if info.get("format") != FORMAT:
-            raise ObjectError(
-                f"The sklearn adapter loads state of format '{FORMAT}'. Got "
-                f"{info.get('format')!r}. Was it saved by another adapter?"
-            )
-        files = info.get("files") or []
-        if len(files) != 1 or not _plain_name(files[0], ".skops"):
-            raise ObjectError(
-                f"The sklearn state info should name one '*.skops' file. Got files={files!r}. "
-                f"Pass the info that save_state returned."
-            )
-        path = Path(directory) / files[0]
+        check_format("sklearn", info, FORMAT)
+        path = state_file("sklearn", Path(directory), info, ".skops")
         try:
             data = path.read_bytes()  # read once: the checked bytes are the loaded bytes
             untrusted = skops.io.get_untrusted_types(data=data)
@@ -125,11 +116,6 @@ def _is_safe_class(name: str) -> bool:
             found = getattr(found, attr, None)
         return isinstance(found, type)
     return False
-
-
-def _plain_name(name: object, suffix: str) -> bool:
-    """True for a file name (no folder part) that ends with ``suffix``."""
-    return isinstance(name, str) and name.endswith(suffix) and Path(name).name == name
 
 
 adapter = SklearnAdapter()

@@ -18,6 +18,7 @@ import torch.multiprocessing as mp
 
 from forgeml._core._errors import ObjectError
 from forgeml._core._files import atomic_path, atomic_write_text
+from forgeml.frameworks._state import state_file
 
 
 class TorchAdapter:
@@ -285,7 +286,7 @@ def _save_module(module: Any, directory: Path, stem: str) -> dict[str, Any]:
 
 
 def _load_module(module: Any, directory: Path, info: dict[str, Any]) -> None:
-    path = _state_file(directory, info, ".safetensors")
+    path = state_file("torch", directory, info, ".safetensors")
     tensors, header = _read_safetensors(path)
     state: collections.OrderedDict[str, Any] = collections.OrderedDict(tensors)
     try:
@@ -323,8 +324,8 @@ def _save_optimizer(optimizer: Any, directory: Path, stem: str) -> dict[str, Any
 
 
 def _load_optimizer(optimizer: Any, directory: Path, info: dict[str, Any]) -> None:
-    tensors, _ = _read_safetensors(_state_file(directory, info, ".safetensors"))
-    path = _state_file(directory, info, ".json")
+    tensors, _ = _read_safetensors(state_file("torch", directory, info, ".safetensors"))
+    path = state_file("torch", directory, info, ".json")
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
         state = _decode(document["state_dict"], tensors)
@@ -338,22 +339,6 @@ def _load_optimizer(optimizer: Any, directory: Path, info: dict[str, Any]) -> No
             f"(saved from {info.get('class', '?')}): {exc}\nHINT: build the optimizer over "
             f"the same parameters, in the same groups, as the one that was saved."
         ) from exc
-
-
-def _state_file(directory: Path, info: dict[str, Any], suffix: str) -> Path:
-    files = info.get("files", [])
-    names = [n for n in files if isinstance(n, str) and n.endswith(suffix)]
-    if len(names) == 1 and Path(names[0]).name != names[0]:
-        names = []  # only plain names inside directory
-    if len(names) != 1:
-        raise ObjectError(
-            f"The torch state info should name one '*{suffix}' file. Got files="
-            f"{info.get('files')!r}. Pass the info that save_state returned."
-        )
-    path = directory / names[0]
-    if not path.is_file():
-        raise ObjectError(f"The torch state file {path} does not exist.")
-    return path
 
 
 def _storable(tensors: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:

@@ -21,6 +21,7 @@ import xgboost
 
 from forgeml._core._errors import ObjectError
 from forgeml._core._files import atomic_path, atomic_write_bytes, atomic_write_text
+from forgeml.frameworks._state import state_file
 
 BOOSTER_FORMAT = "xgboost.booster.ubj"
 MODEL_FORMAT = "xgboost.sklearn.ubj+json"
@@ -100,7 +101,7 @@ class XGBoostAdapter:
         directory = Path(directory)
         kind = info.get("format")
         if kind == BOOSTER_FORMAT:
-            path = _state_file(directory, info, ".ubj")
+            path = state_file("xgboost", directory, info, ".ubj")
             booster = obj if isinstance(obj, xgboost.Booster) else xgboost.Booster()
             _load_trees(booster, path)
             return booster
@@ -109,7 +110,7 @@ class XGBoostAdapter:
                 f"The xgboost adapter cannot load state of format {kind!r}. Known formats: "
                 f"{BOOSTER_FORMAT}, {MODEL_FORMAT}. Was it saved by another adapter?"
             )
-        path = _state_file(directory, info, ".json")
+        path = state_file("xgboost", directory, info, ".json")
         try:
             document = json.loads(path.read_text(encoding="utf-8"))
             cls_path: str = document["class"]
@@ -136,7 +137,7 @@ class XGBoostAdapter:
                 )
         model.set_params(**params)
         if fitted:
-            _load_trees(model, _state_file(directory, info, ".ubj"))
+            _load_trees(model, state_file("xgboost", directory, info, ".ubj"))
         return model
 
 
@@ -145,22 +146,6 @@ def _load_trees(target: Any, path: Path) -> None:
         target.load_model(bytearray(path.read_bytes()))
     except (OSError, xgboost.core.XGBoostError, TypeError, ValueError) as exc:
         raise ObjectError(f"XGBoost cannot load {path}: {exc}") from exc
-
-
-def _state_file(directory: Path, info: dict[str, Any], suffix: str) -> Path:
-    files = info.get("files", [])
-    names = [n for n in files if isinstance(n, str) and n.endswith(suffix)]
-    if len(names) == 1 and Path(names[0]).name != names[0]:
-        names = []  # only plain names inside directory
-    if len(names) != 1:
-        raise ObjectError(
-            f"The xgboost state info should name one '*{suffix}' file. Got files="
-            f"{info.get('files')!r}. Pass the info that save_state returned."
-        )
-    path = directory / names[0]
-    if not path.is_file():
-        raise ObjectError(f"The xgboost state file {path} does not exist.")
-    return path
 
 
 def _class_path(cls: type) -> str:
