@@ -5,7 +5,10 @@ How a page's fenced blocks are treated, in page order, in a fresh temp dir per p
 - A block with ``title="PATH"`` in its info string (```` ```yaml title="configs/a.yml" ````,
   any language) is written to ``PATH``, relative to the temp dir.
 - A ```` ```python ```` block runs in one namespace shared by the page, with the
-  temp dir as the working directory.
+  temp dir as the working directory. The namespace is a module registered in
+  ``sys.modules`` as ``docs_<page>``, and the temp dir is on ``sys.path``, so classes
+  the page defines, and modules it writes as titled files, import by name (what
+  ``forgeml.load_object`` does).
 - A ```` ```pycon ```` block (``>>>`` prompts) runs as a doctest in that same
   namespace; its shown output must match (``...`` matches anything).
 - A ```` ```console ```` block runs each ``$ COMMAND`` line with bash in the temp
@@ -27,6 +30,7 @@ import os
 import re
 import subprocess
 import sys
+import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -175,7 +179,11 @@ def run_page(page: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None
     env = page_env(home)
     monkeypatch.chdir(workdir)
     monkeypatch.setenv("FORGEML_HOME", str(home))
-    namespace: dict[str, object] = {"__name__": f"docs_{page.stem}"}
+    monkeypatch.syspath_prepend(str(workdir))
+    module = types.ModuleType(f"docs_{page.stem}")
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    namespace: dict[str, object] = module.__dict__
+    before = set(sys.modules)
     try:
         for block in parse_blocks(page.read_text(encoding="utf-8")):
             where = f"{name}, block at line {block.line}"
@@ -204,17 +212,21 @@ def run_page(page: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None
                     )
     finally:
         stop_leftover_daemons(home)
+        for imported in set(sys.modules) - before:  # modules the page wrote and imported
+            where_from = getattr(sys.modules[imported], "__file__", None) or ""
+            if str(where_from).startswith(str(workdir)):
+                del sys.modules[imported]
 
 
 def run_doctest(block: Block, namespace: dict[str, object], where: str) -> None:
     parser = doctest.DocTestParser()
     test = parser.get_doctest(block.text, namespace, where, where, block.line)
+    test.globs = namespace  # not a copy: what the block defines is in the page's module at once
     runner = doctest.DocTestRunner(
         optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False
     )
     report: list[str] = []
     runner.run(test, out=report.append, clear_globs=False)
-    namespace.update(test.globs)  # DocTest works on a copy: keep what the block defined
     assert runner.failures == 0, "".join(report)
 
 

@@ -348,6 +348,15 @@ def test_tampered_definition_cannot_reach_arbitrary_callables(archive: Path) -> 
         load_object(archive)
 
 
+def test_encoded_enums_must_be_enum_classes(archive: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    payload = {"__enum__": ["subprocess:Popen", ["touch", str(marker)]]}
+    _rewrite(archive, lambda manifest, members: manifest["object"].update(args=[payload]))
+    with pytest.raises(ObjectError, match="not an Enum class"):
+        load_object(archive)
+    assert not marker.exists()
+
+
 def test_interrupted_save_leaves_the_old_file_loadable(tmp_path: Path) -> None:
     target = tmp_path / "o.dry"
     save_object(Data("old"), target)

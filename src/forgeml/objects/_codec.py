@@ -74,7 +74,13 @@ def import_class(path: str, allow: Iterable[str] | None = None) -> Any:
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            raise ObjectError(f"Module '{module_name}' has no class {qualname!r}.") from None
+            hint = (
+                " Classes defined in a script run as __main__ load only while that script "
+                "runs; move the class into an importable module."
+                if module_name == "__main__"
+                else ""
+            )
+            raise ObjectError(f"Module '{module_name}' has no class {qualname!r}.{hint}") from None
     if not isinstance(obj, type):
         raise ObjectError(f"{path!r} is not a class (got {type(obj).__name__}).")
     return obj
@@ -174,7 +180,13 @@ def decode(
     if tag == "__class__":
         return import_class(payload, allow)
     if tag == "__enum__":
-        return import_class(payload[0], allow)(sub(payload[1]))
+        enum_cls = import_class(payload[0], allow)
+        if not issubclass(enum_cls, enum.Enum):
+            raise ObjectError(
+                f"An encoded enum names {payload[0]!r}, which is not an Enum class; "
+                f"refusing to call it."
+            )
+        return enum_cls(sub(payload[1]))
     if on_object is None:
         raise ObjectError(f"Cannot decode {tag} here.")
     return on_object(tag, payload)
