@@ -16,10 +16,10 @@ $(VENV)/.base: pyproject.toml | $(PY)
 	$(PIP) -e .
 	@touch $@
 
-# Everything the test suite needs (torch is pinned to the local CPU wheel; Keras runs
-# on the torch backend, so TensorFlow is not needed).
+# Everything the test suite needs: every framework (torch pinned to the local CPU
+# wheel, tensorflow-cpu), S3 and hub clients, and the tools.
 $(VENV)/.dev: pyproject.toml | $(PY)
-	$(PIP) -e '.[dev,torch,sklearn,xgboost,keras]'
+	$(PIP) -e '.[dev,torch,tensorflow,sklearn,xgboost,keras,s3,hub]'
 	@touch $@ $(VENV)/.base
 
 demo: $(VENV)/.base

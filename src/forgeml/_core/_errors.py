@@ -37,6 +37,18 @@ class ObjectError(ForgeMLError):
     """An object cannot be defined, saved, loaded or found (``forgeml.objects``)."""
 
 
+class DataError(ForgeMLError, ValueError):
+    """A dataset cannot be built, transformed or converted (``forgeml.data``)."""
+
+
+class StoreError(ForgeMLError):
+    """Storage, file fetchers or the cache failed (``forgeml.store``)."""
+
+
+class HubError(ForgeMLError):
+    """A checkpoint cannot be resolved, downloaded or verified (``forgeml.hub``)."""
+
+
 class CLIError(ForgeMLError):
     """A command of the ``forgeml`` CLI failed in a way the user can fix."""
 
@@ -49,6 +61,9 @@ for _error in (
     RegistryError,
     FormatError,
     ObjectError,
+    DataError,
+    StoreError,
+    HubError,
     CLIError,
 ):
     _error.__module__ = "forgeml"  # tracebacks read forgeml.ConfigError

@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ps": ("forgeml.cli.daemons:ps", "List daemons started with -d/--daemon."),
     "repo": ("forgeml.cli.repo:repo", "List, show and remove objects stored in a Repo."),
     "stop": ("forgeml.cli.daemons:stop", "Stop daemons by pid or program name."),
+    "store": ("forgeml.cli.store:store", "List, copy, remove and size files at paths or URLs."),
 }
 
 

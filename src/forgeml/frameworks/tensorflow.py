@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import tensorflow as tf
 
@@ -16,6 +18,52 @@ class TensorFlowAdapter:
         if deterministic:
             os.environ.setdefault("TF_DETERMINISTIC_OPS", "1")
             tf.config.experimental.enable_op_determinism()
+
+    # -- forgeml.data: tensors <-> numpy and tf.data datasets ----------------------------------
+    # (numpy arrays in and out; forgeml.data calls these through forgeml.data._backend)
+
+    def data_is_tensor(self, obj: object) -> bool:
+        return isinstance(obj, tf.Tensor | tf.Variable)
+
+    def data_to_numpy(self, tensor: Any) -> Any:
+        """The values of an eager tensor as a numpy array of the same dtype."""
+        return tensor.numpy()
+
+    def data_from_numpy(self, array: Any) -> Any:
+        """An eager tensor with the values and dtype of a numpy array or scalar."""
+        return tf.convert_to_tensor(array)
+
+    def data_stack(self, tensors: list[Any]) -> Any:
+        return tf.stack(tensors)
+
+    def data_is_dataset(self, obj: object) -> bool:
+        return isinstance(obj, tf.data.Dataset)
+
+    def data_cardinality(self, dataset: Any) -> int | None:
+        """The number of elements of a tf.data.Dataset, or None when infinite or unknown."""
+        size = int(dataset.cardinality())
+        return size if size >= 0 else None
+
+    def data_from_generator(
+        self, factory: Callable[[], Iterator[Any]], example: Any, batched: bool
+    ) -> Any:
+        """A tf.data.Dataset over ``factory()``'s elements, typed like ``example``.
+
+        ``example`` is a nested structure (dicts and tuples) of numpy arrays;
+        every element must have its dtypes and shapes, except the first
+        dimension when ``batched`` (the last batch may be smaller).
+        """
+
+        def spec(array: Any) -> Any:
+            shape = list(array.shape)
+            if batched and shape:
+                shape[0] = None
+            return tf.TensorSpec(shape=shape, dtype=tf.as_dtype(array.dtype))
+
+        signature = tf.nest.map_structure(spec, example)
+        return tf.data.Dataset.from_generator(factory, output_signature=signature)
+
+    # -- end of forgeml.data ------------------------------------------------------------------
 
 
 adapter = TensorFlowAdapter()

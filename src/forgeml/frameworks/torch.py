@@ -158,6 +158,100 @@ class TorchAdapter:
             return {key: value.to(device) for key, value in tensors.items()}
         return dict(safetensors.torch.load_file(source, device=device))
 
+    # -- forgeml.data: tensors <-> numpy, torch datasets, and array ops for transforms ------
+    # (numpy arrays in and out; forgeml.data calls these through forgeml.data._backend)
+
+    def data_is_tensor(self, obj: object) -> bool:
+        return isinstance(obj, torch.Tensor)
+
+    def data_to_numpy(self, tensor: Any) -> Any:
+        """A numpy copy-or-view of ``tensor`` on the CPU, with the same dtype."""
+        if tensor.dtype not in _NUMPY_DTYPES:
+            from forgeml._core._errors import DataError
+
+            raise DataError(
+                f"A torch tensor of dtype {tensor.dtype} has no numpy equivalent. Cast it "
+                f"first, e.g. .map_el(lambda x: x.float()), or keep the dataset in torch."
+            )
+        return tensor.detach().numpy(force=True)
+
+    def data_from_numpy(self, array: Any) -> Any:
+        """A tensor copied from a numpy array or scalar, with the same dtype."""
+        import numpy as np
+
+        array = np.asarray(array)
+        if array.dtype.kind not in "biufc":
+            from forgeml._core._errors import DataError
+
+            raise DataError(
+                f"torch cannot hold a numpy array of dtype {array.dtype} (shape "
+                f"{array.shape}). Only booleans and numbers become tensors; drop or encode "
+                f"that leaf (e.g. map strings to ids) before .torch()."
+            )
+        return torch.from_numpy(np.array(array, copy=True, order="C"))
+
+    def data_stack(self, tensors: list[Any]) -> Any:
+        return torch.stack(tensors)
+
+    def data_dataset_kind(self, obj: object) -> str | None:
+        """ "loader" (a DataLoader), "iterable" (an IterableDataset), "map" or None."""
+        data = torch.utils.data
+        if isinstance(obj, data.DataLoader):
+            return "loader"
+        if isinstance(obj, data.IterableDataset):
+            return "iterable"
+        if isinstance(obj, data.Dataset):
+            return "map"
+        return None
+
+    def data_loader_batched(self, loader: Any) -> bool:
+        """True when a DataLoader collates samples into batches (automatic batching)."""
+        return loader.batch_sampler is not None
+
+    def data_register_iterable(self, cls: type) -> None:
+        """Make ``isinstance(obj, IterableDataset)`` true for ``cls``, so DataLoader iterates it."""
+        torch.utils.data.IterableDataset.register(cls)
+
+    def data_worker_info(self) -> tuple[int, int] | None:
+        """``(worker id, number of workers)`` inside a DataLoader worker, else None."""
+        info = torch.utils.data.get_worker_info()
+        return None if info is None else (int(info.id), int(info.num_workers))
+
+    def data_take(self, tensor: Any, indices: Any, axis: int) -> Any:
+        index = torch.from_numpy(indices).to(device=tensor.device, dtype=torch.int64)
+        return torch.index_select(tensor, axis, index)
+
+    def data_flip(self, tensor: Any, axis: int) -> Any:
+        return torch.flip(tensor, (axis,))
+
+    def data_constant(self, values: Any, like: Any) -> Any:
+        return torch.tensor(values, dtype=like.dtype, device=like.device)  # a copy
+
+    def data_dtype_name(self, tensor: Any) -> str:
+        return str(tensor.dtype).removeprefix("torch.")
+
+    def data_cast(self, tensor: Any, dtype: str) -> Any:
+        target = getattr(torch, dtype, None)
+        if not isinstance(target, torch.dtype):
+            from forgeml._core._errors import DataError
+
+            raise DataError(
+                f"torch has no dtype {dtype!r}. Use a torch dtype name such as 'float32', "
+                f"'float16', 'int64', 'uint8' or 'bool'."
+            )
+        return tensor.to(target)
+
+    def data_is_floating(self, tensor: Any) -> bool:
+        return bool(tensor.is_floating_point())
+
+    def data_int_range(self, tensor: Any) -> tuple[int, int]:
+        if tensor.dtype == torch.bool:
+            return 0, 1
+        info = torch.iinfo(tensor.dtype)
+        return int(info.min), int(info.max)
+
+    # -- end of forgeml.data ------------------------------------------------------------------
+
     def init_process_group(
         self, *, backend: str, init_method: str, rank: int, world_size: int
     ) -> None:
@@ -236,6 +330,29 @@ class TorchAdapter:
         else:
             _load_optimizer(obj, directory, info)
         return obj
+
+
+# --- forgeml.data helpers (see TorchAdapter.data_to_numpy) ---
+
+# torch dtypes numpy represents exactly (bfloat16 and the float8 types have no numpy dtype)
+_NUMPY_DTYPES = frozenset(
+    {
+        torch.float64,
+        torch.float32,
+        torch.float16,
+        torch.complex64,
+        torch.complex128,
+        torch.int64,
+        torch.int32,
+        torch.int16,
+        torch.int8,
+        torch.uint64,
+        torch.uint32,
+        torch.uint16,
+        torch.uint8,
+        torch.bool,
+    }
+)
 
 
 class WorkerFailed(Exception):
