@@ -95,6 +95,8 @@ class RepoEntry:
     _allow: tuple[str, ...] | None = field(default=None, compare=False, repr=False)
     _trust: bool = field(default=False, compare=False, repr=False)
     _root: Path | None = field(default=None, compare=False, repr=False)
+    #: The archive's URL when the repo is remote (it is fetched through the cache).
+    _source: str | None = field(default=None, compare=False, repr=False)
 
     @property
     def mro(self) -> tuple[str, ...]:
@@ -109,7 +111,18 @@ class RepoEntry:
         """Load the object from its archive."""
         path = self.file
         root = self._root if self._root is not None else path.parent.parent
-        if self._root is not None and not path.resolve().is_relative_to((root / OBJECTS).resolve()):
+        if self._source is not None:
+            from forgeml.store import localize_cached
+
+            try:
+                path = localize_cached(self._source)
+            except Exception as exc:
+                raise ObjectError(
+                    f"Cannot fetch object {self.dry_id} from '{self._source}': {exc}"
+                ) from exc
+        elif self._root is not None and not path.resolve().is_relative_to(
+            (root / OBJECTS).resolve()
+        ):
             raise ObjectError(
                 f"The index of repo '{root}' lists object {self.dry_id} in '{path}', outside "
                 f"its {OBJECTS}/ folder; refusing to load it. Remove the entry with "
@@ -146,6 +159,17 @@ class Repo:
     ``allow`` (module prefixes) and ``trust`` are passed to :func:`load_object`
     when objects are loaded. ``timeout`` is how long a writer waits for another.
     """
+
+    def __new__(cls, directory: Any = None, *args: Any, **kwargs: Any) -> Repo:
+        """``Repo("s3://bucket/prefix")`` (any non-local URL) makes a remote repo."""
+        if cls is Repo and isinstance(directory, str) and "://" in directory:
+            from forgeml.store import protocol_of
+
+            if protocol_of(directory) not in ("file", "local"):
+                from forgeml.objects._remote import RemoteRepo
+
+                return super().__new__(RemoteRepo)
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -318,7 +342,7 @@ class Repo:
         encoded = definition.to_dict()
         classes = class_map(definition)
         file = self._file_name(obj.dry_id)
-        save_object(obj, self._dir / file)
+        self._write_archive(obj, file)
         created = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
         return (
             obj.dry_id,
@@ -329,6 +353,25 @@ class Repo:
             file,
             created,
         )
+
+    def _write_archive(self, obj: Object, file: str) -> None:
+        save_object(obj, self._dir / file)
+
+    def _commit(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Make stored rows visible: insert them into the index."""
+        if rows:
+            with self._write() as conn:
+                self._insert(conn, rows)
+
+    def _remove_files(self, files: Sequence[str]) -> None:
+        for file in files:
+            path = self._inside(file)
+            if path is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+
+    def _refresh(self) -> None:
+        """Bring the index up to date before a read (a local index always is)."""
 
     def _insert(self, conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
         conn.executemany(_UPSERT, rows)
@@ -341,8 +384,7 @@ class Repo:
     def add_object(self, obj: Object, tags: Iterable[str] | str = ()) -> str:
         """Store ``obj`` (replacing an object with the same ``dry_id``); return its id."""
         row = self._store(obj, tags)
-        with self._write() as conn:
-            self._insert(conn, [row])
+        self._commit([row])
         return str(row[0])
 
     def add_objects(
@@ -368,10 +410,7 @@ class Repo:
                 f"Got {type(factory).__name__} {factory!r:.80}."
             )
         objects = [make() for _ in range(num)]
-        rows = [self._store(obj, tags) for obj in objects]
-        if rows:
-            with self._write() as conn:
-                self._insert(conn, rows)
+        self._commit([self._store(obj, tags) for obj in objects])
         return objects
 
     def save(self, obj: Object, *, tags: Iterable[str] | str | None = None) -> None:
@@ -380,6 +419,7 @@ class Repo:
         Its tags stay unless ``tags`` is given.
         """
         dry_id = getattr(obj, "dry_id", None)
+        self._refresh()
         found = (
             self._conn().execute("SELECT tags FROM objects WHERE dry_id = ?", (dry_id,)).fetchone()
         )
@@ -388,9 +428,7 @@ class Repo:
                 f"Object {dry_id!r} is not in repo '{self._dir}'; use repo.add_object(obj) "
                 f"to add it."
             )
-        row = self._store(obj, json.loads(found[0]) if tags is None else tags)
-        with self._write() as conn:
-            self._insert(conn, [row])
+        self._commit([self._store(obj, json.loads(found[0]) if tags is None else tags)])
 
     def delete(self, target: Object | RepoEntry | Selector | str | type) -> int:
         """Remove objects (an Object, entry, id or Selector); return how many were removed."""
@@ -423,11 +461,7 @@ class Repo:
                 ]
                 conn.execute(f"DELETE FROM object_classes WHERE dry_id IN ({marks})", chunk)
                 conn.execute(f"DELETE FROM objects WHERE dry_id IN ({marks})", chunk)
-        for file in files:
-            path = self._inside(file)
-            if path is not None:
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
+        self._remove_files(files)
         return len(files)
 
     # ------------------------------------------------------------------ reading
@@ -477,6 +511,7 @@ class Repo:
         return [entry.load() for entry in entries]
 
     def _select(self, selector: Selector, tags: list[str]) -> list[RepoEntry]:
+        self._refresh()
         sql, params = _query(selector, tags)
         try:
             rows = self._conn().execute(sql, params).fetchall()
@@ -518,6 +553,7 @@ class Repo:
 
     def entry(self, dry_id: str) -> RepoEntry:
         """The entry of one object, by id or by a unique prefix of at least 4 characters."""
+        self._refresh()
         conn = self._conn()
         sql = f"SELECT {_COLUMNS} FROM objects o WHERE o.dry_id = ?"
         rows = conn.execute(sql, (dry_id,)).fetchall()
@@ -554,6 +590,7 @@ class Repo:
         return [fn(entry.load()) for entry in self.get(selector, load_objects=False, tags=tags)]
 
     def __len__(self) -> int:
+        self._refresh()
         count: int = self._conn().execute("SELECT COUNT(*) FROM objects").fetchone()[0]
         return count
 
@@ -569,6 +606,7 @@ class Repo:
             dry_id = item
         if not isinstance(dry_id, str):
             return False
+        self._refresh()
         found = self._conn().execute("SELECT 1 FROM objects WHERE dry_id = ?", (dry_id,))
         return found.fetchone() is not None
 
