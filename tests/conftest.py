@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-# Keras 3 runs on the torch backend in the tests: it loads faster than TensorFlow's and
-# keeps the Keras tests independent of TensorFlow (which test_data.py uses on its own).
-os.environ.setdefault("KERAS_BACKEND", "torch")
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/s3server.py is importable as s3server
 

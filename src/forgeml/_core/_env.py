@@ -7,13 +7,19 @@ from pathlib import Path
 
 
 def forgeml_home() -> Path:
-    """``$FORGEML_HOME``, or ``~/.forgeml``."""
-    return Path(os.environ.get("FORGEML_HOME") or Path.home() / ".forgeml").expanduser()
+    """Where a project's forgeml data lives (results, tracking store): ``$FORGEML_HOME``,
+    or ``./.forgeml`` in the working directory."""
+    return Path(os.environ.get("FORGEML_HOME") or ".forgeml").expanduser().absolute()
 
 
 def run_dir() -> Path:
-    """Where daemons started by ``app.run(-d)`` leave their pid files and records."""
-    return forgeml_home() / "run"
+    """Where daemons started by ``app.run(-d)`` leave pid files and records.
+
+    ``$FORGEML_HOME/run`` when ``FORGEML_HOME`` is set; otherwise per user,
+    ``~/.forgeml/run``, so ``forgeml ps`` finds daemons started from any folder.
+    """
+    home = os.environ.get("FORGEML_HOME")
+    return Path(home).expanduser().absolute() / "run" if home else Path.home() / ".forgeml" / "run"
 
 
 def nvidia_gpu_count() -> int:
