@@ -49,6 +49,10 @@ class HubError(ForgeMLError):
     """A checkpoint cannot be resolved, downloaded or verified (``forgeml.hub``)."""
 
 
+class EvalError(ForgeMLError):
+    """A model, agent, task, dataset or evaluation is invalid (``forgeml.eval``)."""
+
+
 class CLIError(ForgeMLError):
     """A command of the ``forgeml`` CLI failed in a way the user can fix."""
 
@@ -64,6 +68,7 @@ for _error in (
     DataError,
     StoreError,
     HubError,
+    EvalError,
     CLIError,
 ):
     _error.__module__ = "forgeml"  # tracebacks read forgeml.ConfigError

@@ -20,9 +20,9 @@ from forgeml.objects._object import Object, ObjectDef
 from forgeml.objects._repo import Repo, RepoEntry
 from forgeml.objects._selector import Selector
 
-__all__ = [  # noqa: RUF022 - plain sorted(), as tests/test_public_api.py checks
-    "Archive",
+__all__ = [
     "FORMAT_VERSION",
+    "Archive",
     "Object",
     "ObjectDef",
     "ObjectError",

@@ -1,0 +1,404 @@
+"""Model manifests: YAML asset files (no executable code) that describe a model.
+
+A manifest names the model, its task and framework, its inputs and output, and
+where its weights are::
+
+    name: digits_cnn
+    version: "1.0"
+    task: image_classification
+    description: A small CNN for scikit-learn's 8x8 digits.
+    framework: {name: pytorch, version: ">=2.0"}
+    inputs:
+      - {name: image, shape: [1, 8, 8], dtype: float32, layout: NCHW,
+         color_mode: grayscale, mean: [0.0], scale: [0.0625]}
+    output: {type: classification, labels: ["0", "1", ...]}
+    weights: {path: digits_cnn.dry, sha256: "..."}   # or url: + sha256:, or
+                                                      # repo: + selector:, or zoo:
+    attributes: {training_dataset: digits, kind: cnn, license: Apache-2.0}
+
+Preprocessing maps a raw sample ``x`` to ``(x - mean) * scale`` per channel,
+converts it to ``dtype`` and arranges it in ``layout``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from forgeml._core._errors import EvalError, did_you_mean
+
+LAYOUTS = ("NCHW", "NHWC", "flat")
+COLOR_MODES = ("grayscale", "rgb", "bgr")
+OUTPUT_TYPES = ("classification", "regression")
+WEIGHT_SOURCES = ("path", "url", "repo", "zoo")
+#: Framework names manifests use, and the names they are also known by.
+FRAMEWORK_ALIASES = {
+    "torch": "pytorch",
+    "keras": "tensorflow",
+    "tf": "tensorflow",
+    "scikit-learn": "sklearn",
+    "onnx": "onnxruntime",
+    "ort": "onnxruntime",
+    "trt": "tensorrt",
+}
+FRAMEWORK_NAMES = ("onnxruntime", "pytorch", "sklearn", "tensorflow", "tensorrt", "xgboost")
+
+
+def canonical_framework(name: str) -> str:
+    """``"torch"`` -> ``"pytorch"``, ``"keras"`` -> ``"tensorflow"``; unknown names kept."""
+    lowered = str(name).strip().lower()
+    return FRAMEWORK_ALIASES.get(lowered, lowered)
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One model input, per sample (no batch dimension)."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+    layout: str = "flat"
+    color_mode: str | None = None
+    mean: tuple[float, ...] = (0.0,)
+    scale: tuple[float, ...] = (1.0,)
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    type: str
+    labels: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class WeightsSpec:
+    """Where the weights are: exactly one of ``path``, ``url``, ``repo`` or ``zoo``."""
+
+    path: str | None = None
+    url: str | None = None
+    sha256: str | None = None
+    repo: str | None = None
+    selector: Mapping[str, Any] | None = None
+    zoo: str | None = None
+    #: ``"forgeml"`` (an object archive), ``"onnx"``, ``"safetensors"``, ... (default: suffix)
+    format: str | None = None
+
+    @property
+    def source(self) -> str:
+        return next(s for s in WEIGHT_SOURCES if getattr(self, s) is not None)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    name: str
+    task: str
+    framework: str
+    inputs: tuple[InputSpec, ...]
+    output: OutputSpec
+    weights: WeightsSpec
+    version: str = "1"
+    framework_version: str | None = None
+    description: str = ""
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+    #: The file the manifest was read from (weights paths are relative to it).
+    source: Path | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.name, self.framework)
+
+    @property
+    def input(self) -> InputSpec:
+        """The only input (most models have one)."""
+        if len(self.inputs) != 1:
+            raise EvalError(
+                f"Model '{self.name}' has {len(self.inputs)} inputs; name the one you want."
+            )
+        return self.inputs[0]
+
+    def with_weights(self, weights: WeightsSpec) -> Manifest:
+        return replace(self, weights=weights)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest as plain data (what :func:`dump_manifest` writes)."""
+
+        def drop_none(data: Mapping[str, Any]) -> dict[str, Any]:
+            return {k: v for k, v in data.items() if v is not None}
+
+        framework = drop_none({"name": self.framework, "version": self.framework_version})
+        return {
+            "name": self.name,
+            "version": self.version,
+            "task": self.task,
+            "description": self.description,
+            "framework": framework,
+            "inputs": [
+                drop_none(
+                    {
+                        "name": i.name,
+                        "shape": list(i.shape),
+                        "dtype": i.dtype,
+                        "layout": i.layout,
+                        "color_mode": i.color_mode,
+                        "mean": list(i.mean),
+                        "scale": list(i.scale),
+                    }
+                )
+                for i in self.inputs
+            ],
+            "output": drop_none(
+                {
+                    "type": self.output.type,
+                    "labels": list(self.output.labels) if self.output.labels else None,
+                }
+            ),
+            "weights": drop_none(
+                {
+                    "path": self.weights.path,
+                    "url": self.weights.url,
+                    "sha256": self.weights.sha256,
+                    "repo": self.weights.repo,
+                    "selector": dict(self.weights.selector) if self.weights.selector else None,
+                    "zoo": self.weights.zoo,
+                    "format": self.weights.format,
+                }
+            ),
+            "attributes": dict(self.attributes),
+        }
+
+
+class _Reader:
+    """Validates one manifest document, naming the file and field in every error."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+
+    def fail(self, field_name: str, problem: str) -> EvalError:
+        return EvalError(f"{self.where}: '{field_name}' {problem}")
+
+    def mapping(self, data: Any, field_name: str) -> Mapping[str, Any]:
+        if not isinstance(data, Mapping):
+            raise self.fail(field_name, f"must be a mapping. Got {type(data).__name__}.")
+        return data
+
+    def text(self, data: Mapping[str, Any], key: str, path: str, *, required: bool = True) -> Any:
+        value = data.get(key)
+        if value is None:
+            if required:
+                raise self.fail(f"{path}{key}", "is required.")
+            return None
+        if not isinstance(value, str | int | float) or isinstance(value, bool) or value == "":
+            raise self.fail(f"{path}{key}", f"must be a non-empty string. Got {value!r}.")
+        return str(value)
+
+    def choice(self, value: str, options: Sequence[str], field_name: str) -> str:
+        if value not in options:
+            raise self.fail(
+                field_name,
+                f"must be one of {', '.join(options)}. Got {value!r}."
+                + did_you_mean(value, options),
+            )
+        return value
+
+    def numbers(self, value: Any, field_name: str, kind: type) -> tuple[Any, ...]:
+        items = value if isinstance(value, list | tuple) else [value]
+        if not items or any(isinstance(v, bool) or not isinstance(v, int | float) for v in items):
+            raise self.fail(field_name, f"must be a number or a list of numbers. Got {value!r}.")
+        if kind is int and any(not float(v).is_integer() or v <= 0 for v in items):
+            raise self.fail(field_name, f"must be positive integers. Got {value!r}.")
+        return tuple(kind(v) for v in items)
+
+    def read(self, data: Any, source: Path | None) -> Manifest:
+        data = self.mapping(data, "(top level)")
+        known = {
+            "name", "version", "task", "framework", "inputs", "output", "weights",
+            "attributes", "description",
+        }  # fmt: skip
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise self.fail(
+                unknown[0],
+                f"is not a manifest field. Known: {', '.join(sorted(known))}."
+                + did_you_mean(unknown[0], known),
+            )
+        framework = data.get("framework")
+        if isinstance(framework, str):
+            framework = {"name": framework}
+        framework = self.mapping(framework, "framework")
+        inputs = data.get("inputs")
+        if isinstance(inputs, Mapping):
+            inputs = [inputs]
+        if not isinstance(inputs, list) or not inputs:
+            raise self.fail("inputs", "must be a list of inputs (shape, dtype, layout, ...).")
+        return Manifest(
+            name=self.text(data, "name", ""),
+            version=self.text(data, "version", "", required=False) or "1",
+            task=self.text(data, "task", ""),
+            framework=canonical_framework(self.text(framework, "name", "framework.")),
+            framework_version=self.text(framework, "version", "framework.", required=False),
+            description=self.text(data, "description", "", required=False) or "",
+            inputs=tuple(self.input(i, n) for n, i in enumerate(inputs)),
+            output=self.output(data.get("output")),
+            weights=self.weights(data.get("weights")),
+            attributes=dict(self.mapping(data.get("attributes") or {}, "attributes")),
+            source=source,
+        )
+
+    def input(self, data: Any, index: int) -> InputSpec:
+        path = f"inputs[{index}]."
+        data = self.mapping(data, f"inputs[{index}]")
+        layout = self.choice(
+            self.text(data, "layout", path, required=False) or "flat", LAYOUTS, f"{path}layout"
+        )
+        color = self.text(data, "color_mode", path, required=False)
+        if color is not None:
+            color = self.choice(color, COLOR_MODES, f"{path}color_mode")
+        if data.get("shape") is None:
+            raise self.fail(f"{path}shape", "is required (per sample, without the batch).")
+        dtype = self.text(data, "dtype", path, required=False) or "float32"
+        try:
+            import numpy as np
+
+            np.dtype(dtype)
+        except TypeError:
+            raise self.fail(f"{path}dtype", f"is not a numpy dtype. Got {dtype!r}.") from None
+        return InputSpec(
+            name=self.text(data, "name", path, required=False) or f"input{index}",
+            shape=self.numbers(data["shape"], f"{path}shape", int),
+            dtype=dtype,
+            layout=layout,
+            color_mode=color,
+            mean=self.numbers(data.get("mean", 0.0), f"{path}mean", float),
+            scale=self.numbers(data.get("scale", 1.0), f"{path}scale", float),
+        )
+
+    def output(self, data: Any) -> OutputSpec:
+        data = self.mapping(data, "output")
+        kind = self.choice(self.text(data, "type", "output."), OUTPUT_TYPES, "output.type")
+        labels = data.get("labels")
+        if labels is not None:
+            if not isinstance(labels, list) or not labels:
+                raise self.fail("output.labels", f"must be a list of names. Got {labels!r}.")
+            labels = tuple(str(label) for label in labels)
+        return OutputSpec(type=kind, labels=labels)
+
+    def weights(self, data: Any) -> WeightsSpec:
+        data = self.mapping(data, "weights")
+        known = {*WEIGHT_SOURCES, "sha256", "selector", "format"}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise self.fail(
+                f"weights.{unknown[0]}", f"is unknown. Known: {', '.join(sorted(known))}."
+            )
+        sources = [s for s in WEIGHT_SOURCES if data.get(s) is not None]
+        if len(sources) != 1:
+            raise self.fail(
+                "weights",
+                f"must name exactly one of {', '.join(WEIGHT_SOURCES)}. Got {sources or 'none'}.",
+            )
+        sha256 = self.text(data, "sha256", "weights.", required=False)
+        if sha256 is not None and (
+            len(sha256) != 64 or not all(c in "0123456789abcdef" for c in sha256.lower())
+        ):
+            raise self.fail("weights.sha256", f"must be 64 hex digits. Got {sha256!r}.")
+        if sources == ["url"] and sha256 is None:
+            raise self.fail(
+                "weights.sha256", "is required with weights.url (downloads are verified)."
+            )
+        selector = data.get("selector")
+        if sources == ["repo"] and not isinstance(selector, Mapping):
+            raise self.fail(
+                "weights.selector",
+                "is required with weights.repo: {cls: ..., args: [...], kwargs: {...}}.",
+            )
+        return WeightsSpec(
+            path=self.text(data, "path", "weights.", required=False),
+            url=self.text(data, "url", "weights.", required=False),
+            sha256=sha256.lower() if sha256 else None,
+            repo=self.text(data, "repo", "weights.", required=False),
+            selector=dict(selector) if isinstance(selector, Mapping) else None,
+            zoo=self.text(data, "zoo", "weights.", required=False),
+            format=self.text(data, "format", "weights.", required=False),
+        )
+
+
+def parse_manifest(data: Any, *, source: str | os.PathLike[str] | None = None) -> Manifest:
+    """Validate manifest data (a mapping, as read from YAML)."""
+    where = str(source) if source is not None else "manifest"
+    return _Reader(where).read(data, Path(source) if source is not None else None)
+
+
+def load_manifest(path: str | os.PathLike[str]) -> Manifest:
+    """Read and validate a manifest file (safe YAML only)."""
+    from forgeml._core._errors import ConfigError
+    from forgeml.config._loader import parse_yaml
+
+    file = Path(path).expanduser().absolute()
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise EvalError(f"Cannot read manifest '{file}': {exc.strerror}.") from None
+    try:
+        data = parse_yaml(text, path=file)
+    except ConfigError as exc:
+        raise EvalError(f"Manifest {exc}") from None
+    return parse_manifest(data, source=file)
+
+
+def dump_manifest(manifest: Manifest) -> str:
+    from forgeml.config._loader import dump_yaml
+
+    return dump_yaml(manifest.to_dict())
+
+
+def manifest_dirs() -> list[Path]:
+    """Where manifests are found: the built-in zoo, ``$FORGEML_MODELS`` (``:``-separated)
+    and the models added with ``forgeml models add`` (``$FORGEML_HOME/models``)."""
+    from forgeml._core._env import forgeml_home
+
+    dirs = [Path(__file__).parent / "manifests"]
+    dirs += [
+        Path(p).expanduser() for p in os.environ.get("FORGEML_MODELS", "").split(os.pathsep) if p
+    ]
+    dirs.append(forgeml_home() / "models")
+    return dirs
+
+
+def find_manifests(dirs: Iterable[Path] | None = None) -> list[Manifest]:
+    """Every manifest in the search folders; later folders override earlier ones by key."""
+    found: dict[tuple[str, str], Manifest] = {}
+    for directory in manifest_dirs() if dirs is None else dirs:
+        if not directory.is_dir():
+            continue
+        for path in sorted([*directory.glob("*.yml"), *directory.glob("*.yaml")]):
+            manifest = load_manifest(path)
+            found[manifest.key] = manifest
+    return sorted(found.values(), key=lambda m: m.key)
+
+
+def get_manifest(name: str, framework: str | None = None) -> Manifest:
+    """The manifest of model ``name`` (for ``framework``, when several frameworks have it)."""
+    manifests = find_manifests()
+    matches = [m for m in manifests if m.name == name]
+    if not matches:
+        names = sorted({m.name for m in manifests})
+        raise EvalError(
+            f"Unknown model '{name}'. Known: {', '.join(names) or '(none)'}."
+            + did_you_mean(name, names)
+        )
+    if framework is not None:
+        wanted = canonical_framework(framework)
+        chosen = [m for m in matches if m.framework == wanted]
+        if not chosen:
+            have = ", ".join(sorted(m.framework for m in matches))
+            raise EvalError(
+                f"Model '{name}' has no {wanted} version. It exists for: {have}. "
+                f"Pick one of those agents, or export the model (forgeml export)."
+            )
+        return chosen[0]
+    if len(matches) > 1:
+        have = ", ".join(sorted(m.framework for m in matches))
+        raise EvalError(f"Model '{name}' exists for several frameworks ({have}); name the agent.")
+    return matches[0]
