@@ -19,7 +19,7 @@ $(VENV)/.base: pyproject.toml | $(PY)
 # Everything the test suite needs: every framework (torch pinned to the local CPU
 # wheel, tensorflow-cpu), S3 and hub clients, and the tools.
 $(VENV)/.dev: pyproject.toml | $(PY)
-	$(PIP) -e '.[dev,torch,tensorflow,sklearn,xgboost,keras,s3,hub]'
+	$(PIP) -e '.[dev,torch,tensorflow,sklearn,xgboost,keras,onnx,eval,tracking,secrets,s3,hub]'
 	@touch $@ $(VENV)/.base
 
 demo: $(VENV)/.base
