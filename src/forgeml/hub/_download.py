@@ -18,14 +18,13 @@ from forgeml._version import __version__
 from forgeml.hub._urls import Source, is_loopback, source_of
 from forgeml.store._cache import (
     Fetcher,
-    ProgressArg,
     Writable,
-    _Progress,
     cache_dir,
     check_sha256,
     copy_stream,
     localize_entry,
 )
+from forgeml.store._progress import ProgressArg, TransferProgress
 
 #: Seconds to wait for an HTTP server to connect or send the next bytes
 #: (``$FORGEML_HUB_TIMEOUT`` overrides it).
@@ -169,7 +168,7 @@ def _http_problem(url: str, code: int, reason: str) -> str:
 
 
 def _http_fetcher(url: str) -> Fetcher:
-    def fetch(out: Writable, progress: _Progress) -> int | None:
+    def fetch(out: Writable, progress: TransferProgress) -> int | None:
         request = urllib.request.Request(
             url, headers={"User-Agent": f"forgeml/{__version__}", "Accept-Encoding": "identity"}
         )
@@ -211,7 +210,7 @@ def _http_fetcher(url: str) -> Fetcher:
 
 
 def _gdrive_fetcher(source: Source, progress_spec: ProgressArg, scratch: Path) -> Fetcher:
-    def fetch(out: Writable, progress: _Progress) -> int | None:
+    def fetch(out: Writable, progress: TransferProgress) -> int | None:
         try:
             import gdown
         except ImportError:

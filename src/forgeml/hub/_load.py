@@ -10,7 +10,7 @@ from typing import Any
 from forgeml._core._errors import HubError
 from forgeml.hub._download import fetch
 from forgeml.hub._urls import hash_prefix, source_of
-from forgeml.store._cache import ProgressArg
+from forgeml.store._progress import ProgressArg
 
 #: Suffixes of files ``torch.save`` writes, loaded weights-only.
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")

@@ -27,7 +27,6 @@ import json
 import os
 import re
 import shutil
-import sys
 import tempfile
 import threading
 import time
@@ -38,8 +37,10 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from forgeml._core._errors import StoreError
+from forgeml._core._files import fsync_dir
 from forgeml._core._hashing import HashingWriter, sha256_file
 from forgeml.store._fs import get_filesystem, protocol_of
+from forgeml.store._progress import ProgressArg, TransferProgress
 
 try:
     import fcntl
@@ -48,17 +49,12 @@ except ImportError:  # pragma: no cover - Windows: no cross-process locks
 
 #: The persistent cache folder when ``$FORGEML_CACHE`` is not set.
 DEFAULT_CACHE = "~/.cache/forgeml"
-#: Objects at least this big get a progress bar (``progress=None``) on a terminal.
-PROGRESS_MIN_BYTES = 16 << 20
 #: Bytes read at a time from a remote object.
 REMOTE_CHUNK = 8 << 20
 
 _META = ".entry.json"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _HEX = re.compile(r"[0-9a-f]{1,64}")
-
-#: ``progress=``: None (a bar for big objects on a terminal), a bool, or ``fn(done, total)``.
-ProgressArg = bool | Callable[[int, int | None], None] | None
 
 
 # ---------------------------------------------------------------------------- folders
@@ -235,7 +231,7 @@ def _remove(path: Path) -> None:
 
 
 #: ``fetch(out, progress) -> expected size or None``: write the object's bytes to ``out``.
-Fetcher = Callable[["Writable", "_Progress"], "int | None"]
+Fetcher = Callable[["Writable", "TransferProgress"], "int | None"]
 
 
 class Writable(Protocol):
@@ -273,7 +269,7 @@ def fill(
         tmp = Path(tempfile.mkdtemp(prefix=f".{slot.key}.tmp-", dir=slot.url_dir))
         try:
             with (
-                _Progress(progress, slot.name) as bar,
+                TransferProgress(progress, slot.name) as bar,
                 open(tmp / slot.name, "wb") as raw,
                 HashingWriter(raw) as writer,
             ):
@@ -309,7 +305,7 @@ def fill(
                 if existing is None:
                     raise
                 meta = existing
-            _fsync_dir(slot.url_dir)
+            fsync_dir(slot.url_dir)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         _drop_other_versions(slot)
@@ -336,77 +332,10 @@ def _drop_other_versions(slot: _Slot) -> None:
             (slot.url_dir / f".{folder.name}.lock").unlink(missing_ok=True)
 
 
-def _fsync_dir(directory: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 # ---------------------------------------------------------------------------- progress
 
 
-class _Progress:
-    """Reports bytes fetched: a rich bar, a callback, or nothing."""
-
-    def __init__(self, spec: ProgressArg, label: str) -> None:
-        self._spec = spec
-        self._label = label
-        self._done = 0
-        self._total: int | None = None
-        self._bar: Any = None
-        self._task: Any = None
-
-    def start(self, total: int | None) -> None:
-        self._total = total
-        spec = self._spec
-        if callable(spec) or spec is False:
-            return
-        if spec is None and not (
-            (total is None or total >= PROGRESS_MIN_BYTES) and sys.stderr.isatty()
-        ):
-            return
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-            TransferSpeedColumn,
-        )
-
-        self._bar = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
-            console=Console(stderr=True),
-            transient=True,
-        )
-        self._bar.start()
-        self._task = self._bar.add_task(self._label, total=total)
-
-    def advance(self, n: int) -> None:
-        self._done += n
-        if callable(self._spec):
-            self._spec(self._done, self._total)
-        elif self._bar is not None:
-            self._bar.update(self._task, advance=n)
-
-    def __enter__(self) -> _Progress:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-            self._bar = None
-
-
-def copy_stream(source: IO[bytes], out: Writable, progress: _Progress) -> None:
+def copy_stream(source: IO[bytes], out: Writable, progress: TransferProgress) -> None:
     """Copy ``source`` to ``out`` in chunks, reporting progress."""
     while chunk := source.read(REMOTE_CHUNK):
         out.write(chunk)
@@ -456,7 +385,7 @@ def _stat(url: str) -> tuple[Any, str, dict[str, Any]]:
 
 
 def _fs_fetcher(fs: Any, path: str, url: str, size: int | None) -> Fetcher:
-    def fetch(out: Writable, progress: _Progress) -> int | None:
+    def fetch(out: Writable, progress: TransferProgress) -> int | None:
         progress.start(size)
         try:
             with fs.open(path, "rb", block_size=REMOTE_CHUNK, cache_type="none") as source:
@@ -473,7 +402,7 @@ def _fs_fetcher(fs: Any, path: str, url: str, size: int | None) -> Fetcher:
 
 
 def _file_fetcher(path: Path) -> Fetcher:
-    def fetch(out: Writable, progress: _Progress) -> int | None:
+    def fetch(out: Writable, progress: TransferProgress) -> int | None:
         size = path.stat().st_size
         progress.start(size)
         with open(path, "rb") as source:

@@ -6,7 +6,6 @@ import contextlib
 import functools
 import os
 import shutil
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,15 +16,13 @@ from forgeml._core._errors import StoreError
 from forgeml._core._files import atomic_path
 from forgeml.store._fetchers import check_member_name
 from forgeml.store._fs import get_filesystem, protocol_of
+from forgeml.store._progress import TransferProgress
 
 if TYPE_CHECKING:
     import fsspec
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
-
-#: Transfers larger than this show a progress bar (on a terminal, or with progress=True).
-PROGRESS_MIN_BYTES = 8 * 1024 * 1024
 
 
 def _store_errors(verb: str, arg: int = 0) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
@@ -373,28 +370,7 @@ def _upload(
 
 @contextlib.contextmanager
 def _progress(total: int, progress: bool | None, label: str) -> Iterator[Callable[[int], None]]:
-    """A function advancing a rich progress bar by N bytes (a no-op when no bar shows)."""
-    show = progress if progress is not None else sys.stderr.isatty()
-    if not show or total <= PROGRESS_MIN_BYTES:
-        yield lambda n: None
-        return
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
-
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
-        task = bar.add_task(label, total=total)
-        yield lambda n: bar.advance(task, n)
+    """A function advancing the transfer's progress bar by N bytes."""
+    with TransferProgress(progress, label, transient=False) as bar:
+        bar.start(total)
+        yield bar.advance
