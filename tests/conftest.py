@@ -11,6 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/s3server.py is importable as s3server
 
+from mlflow_server import MlflowServer, MlflowServerError, start_mlflow
 from s3server import S3Server, S3ServerError, start_s3
 
 
@@ -52,3 +53,22 @@ def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> str:
 
     monkeypatch.setattr(_fs, "_config", {})
     return s3_server.make_bucket(f"test-{uuid.uuid4().hex[:16]}")
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    """A real MLflow tracking server (``mlflow server`` on 127.0.0.1), one per test session.
+
+    Yields a :class:`mlflow_server.MlflowServer`: ``.uri`` (``http://127.0.0.1:PORT``),
+    ``.port`` and ``.root`` (its SQLite store and artifact folder). Changes no global
+    state: pass ``.uri`` to forgeml or set ``MLFLOW_TRACKING_URI`` in a test. Skips
+    (with the reason) only when the server cannot start; it stops at session end.
+    """
+    try:
+        server = start_mlflow(tmp_path_factory.mktemp("mlflow-server"))
+    except MlflowServerError as exc:
+        pytest.skip(f"No MLflow server for this test: {exc}")
+    try:
+        yield server
+    finally:
+        server.stop()

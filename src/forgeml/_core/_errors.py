@@ -53,6 +53,18 @@ class EvalError(ForgeMLError):
     """A model, agent, task, dataset or evaluation is invalid (``forgeml.eval``)."""
 
 
+class NotifyError(ForgeMLError, ValueError):
+    """A notification cannot be configured (``forgeml.notify``); failed posts never raise."""
+
+
+class SecretsError(ForgeMLError):
+    """A secret cannot be stored, read or decrypted, or its key is missing (``forgeml.secrets``)."""
+
+
+class TrackError(ForgeMLError):
+    """A run cannot be started, logged to, resumed, queried or synced (``forgeml.track``)."""
+
+
 class CLIError(ForgeMLError):
     """A command of the ``forgeml`` CLI failed in a way the user can fix."""
 
@@ -69,6 +81,9 @@ for _error in (
     StoreError,
     HubError,
     EvalError,
+    NotifyError,
+    SecretsError,
+    TrackError,
     CLIError,
 ):
     _error.__module__ = "forgeml"  # tracebacks read forgeml.ConfigError

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from forgeml._core._errors import AppError
+from forgeml._core._errors import AppError, TrackError
 from forgeml.app._logging import script_name, setup_logging
 from forgeml.app._seed import seed_everything
 from forgeml.config import Config
@@ -46,8 +46,17 @@ def apply_gpu_visibility(cfg: Mapping[str, Any]) -> None:
     os.environ["CUDA_VISIBLE_DEVICES"] = visible
 
 
+def _mask_secrets_if_any() -> None:
+    """Mask secrets handed to this job (``forgeml secrets env``) in its logs and tracebacks."""
+    if os.environ.get("FORGEML_SECRET_NAMES"):
+        from forgeml.secrets import install_log_masking
+
+        install_log_masking()
+
+
 def prepare_process(cfg: Config, rank: int | None = None) -> None:
     """Logging and seeding for one process of a run."""
+    _mask_secrets_if_any()
     logfile = setup_logging(cfg, rank, console=not cfg.get("daemon"))
     if logfile is not None:
         log.info("logging to %s", logfile)
@@ -74,6 +83,7 @@ def run(
         call = functools.partial(_call_with_params, main, args, kwargs)
     else:
         call = functools.partial(_call_main, main, args, kwargs)
+    _mask_secrets_if_any()
     merged = run_defaults().merge(cfg)
     dist = merged.get("dist")
     try:
@@ -85,6 +95,8 @@ def run(
         if dist not in (None, "torch"):
             raise AppError(f"--dist must be 'torch' or 'slurm'. Got {dist!r}.")
         apply_gpu_visibility(merged)
+        if merged.get("tracking") not in (None, False):
+            call = _tracked(call, main, merged)
         if merged.get("daemon"):
             from forgeml.app._daemon import daemonize
 
@@ -106,6 +118,22 @@ def run(
     except Exception as exc:
         log.exception("%s failed: %s", getattr(main, "__qualname__", main), exc)
         raise SystemExit(1) from exc
+
+
+def _tracked(
+    call: Callable[[Config], Any], main: Callable[..., Any], cfg: Config
+) -> Callable[[Config], Any]:
+    """``call`` run inside a tracked run (``forgeml.track``) when ``cfg.tracking`` asks for one."""
+    from forgeml.track import tracking_enabled
+    from forgeml.track._experiment import run_tracked, source_file
+
+    try:
+        if not tracking_enabled(cfg):
+            return call
+    except TrackError as exc:
+        raise AppError(str(exc)) from exc
+    name = getattr(main, "__name__", None) or "main"
+    return functools.partial(run_tracked, call, name, source_file(main))
 
 
 def _call_main(

@@ -14,10 +14,17 @@ from forgeml._version import __version__
 #: name -> ("module:attribute", one-line help shown by ``forgeml --help``)
 COMMANDS: dict[str, tuple[str, str]] = {
     "config": ("forgeml.cli.config:config", "Show resolved configuration files."),
+    "eval": ("forgeml.cli.eval:eval_command", "Evaluate a model (or a matrix): accuracy, latency, throughput."),
+    "models": ("forgeml.cli.models:models", "List, show, add and build models (the zoo)."),
     "ps": ("forgeml.cli.daemons:ps", "List daemons started with -d/--daemon."),
     "repo": ("forgeml.cli.repo:repo", "List, show and remove objects stored in a Repo."),
+    "report": ("forgeml.cli.report:report", "Write an HTML report of evaluations: plots, tables."),
+    "results": ("forgeml.cli.results:results", "List, show, compare and export evaluations."),
+    "runs": ("forgeml.cli.runs:runs", "List, show and compare tracked runs (MLflow)."),
+    "secrets": ("forgeml.cli.secrets:secrets", "Store credentials encrypted; run jobs with them."),
     "stop": ("forgeml.cli.daemons:stop", "Stop daemons by pid or program name."),
     "store": ("forgeml.cli.store:store", "List, copy, remove and size files at paths or URLs."),
+    "track": ("forgeml.cli.track:track", "Show the tracking store; sync runs recorded offline."),
 }
 
 

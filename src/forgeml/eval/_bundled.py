@@ -74,13 +74,14 @@ def load_bundled(spec: str) -> BundledData:
         )
         x, y = (x_train, y_train) if part == "train" else (x_test, y_test)
     targets = getattr(data, "target_names", None)
+    features = getattr(data, "feature_names", None)  # a list, an array (breast_cancer) or None
     return BundledData(
         name=name,
         part=part,
         x=np.asarray(x),
         y=np.asarray(y),
         kind=kind,
-        feature_names=tuple(str(f) for f in getattr(data, "feature_names", ()) or ()),
+        feature_names=tuple(str(f) for f in features) if features is not None else (),
         target_names=tuple(str(t) for t in targets)
         if targets is not None and kind != "regression"
         else None,

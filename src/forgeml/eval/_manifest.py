@@ -11,7 +11,7 @@ where its weights are::
     inputs:
       - {name: image, shape: [1, 8, 8], dtype: float32, layout: NCHW,
          color_mode: grayscale, mean: [0.0], scale: [0.0625]}
-    output: {type: classification, labels: ["0", "1", ...]}
+    output: {type: classification, labels: ["0", "1", ...]}   # or labels_file: labels.txt
     weights: {path: digits_cnn.dry, sha256: "..."}   # or url: + sha256:, or
                                                       # repo: + selector:, or zoo:
     attributes: {training_dataset: digits, kind: cnn, license: Apache-2.0}
@@ -69,7 +69,10 @@ class InputSpec:
 @dataclass(frozen=True)
 class OutputSpec:
     type: str
+    #: Class names, from ``labels`` or read from ``labels_file``.
     labels: tuple[str, ...] | None = None
+    #: The text file the labels were read from (one per line), as the manifest names it.
+    labels_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -151,7 +154,10 @@ class Manifest:
             "output": drop_none(
                 {
                     "type": self.output.type,
-                    "labels": list(self.output.labels) if self.output.labels else None,
+                    "labels": list(self.output.labels)
+                    if self.output.labels and self.output.labels_file is None
+                    else None,
+                    "labels_file": self.output.labels_file,
                 }
             ),
             "weights": drop_none(
@@ -172,8 +178,10 @@ class Manifest:
 class _Reader:
     """Validates one manifest document, naming the file and field in every error."""
 
-    def __init__(self, where: str) -> None:
+    def __init__(self, where: str, base: Path) -> None:
         self.where = where
+        #: The folder relative paths in the manifest start from (the manifest's own).
+        self.base = base
 
     def fail(self, field_name: str, problem: str) -> EvalError:
         return EvalError(f"{self.where}: '{field_name}' {problem}")
@@ -276,13 +284,42 @@ class _Reader:
 
     def output(self, data: Any) -> OutputSpec:
         data = self.mapping(data, "output")
+        known = ("type", "labels", "labels_file")
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise self.fail(
+                f"output.{unknown[0]}",
+                f"is unknown. Known: {', '.join(known)}." + did_you_mean(unknown[0], known),
+            )
         kind = self.choice(self.text(data, "type", "output."), OUTPUT_TYPES, "output.type")
         labels = data.get("labels")
+        labels_file = self.text(data, "labels_file", "output.", required=False)
+        if labels is not None and labels_file is not None:
+            raise self.fail("output", "has both labels and labels_file; give one of them.")
         if labels is not None:
             if not isinstance(labels, list) or not labels:
                 raise self.fail("output.labels", f"must be a list of names. Got {labels!r}.")
             labels = tuple(str(label) for label in labels)
-        return OutputSpec(type=kind, labels=labels)
+        elif labels_file is not None:
+            labels = self.labels_file(labels_file)
+        return OutputSpec(type=kind, labels=labels, labels_file=labels_file)
+
+    def labels_file(self, name: str) -> tuple[str, ...]:
+        """The labels in a text file, one per line (blank lines skipped)."""
+        path = (self.base / Path(name).expanduser()).absolute()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise self.fail(
+                "output.labels_file",
+                f"names '{path}', which cannot be read ({reason}). Give a text file with "
+                f"one label per line, relative to the manifest's folder.",
+            ) from None
+        labels = tuple(line.strip() for line in text.splitlines() if line.strip())
+        if not labels:
+            raise self.fail("output.labels_file", f"names '{path}', which holds no labels.")
+        return labels
 
     def weights(self, data: Any) -> WeightsSpec:
         data = self.mapping(data, "weights")
@@ -313,6 +350,8 @@ class _Reader:
                 "weights.selector",
                 "is required with weights.repo: {cls: ..., args: [...], kwargs: {...}}.",
             )
+        if isinstance(selector, Mapping):
+            self.selector(selector)
         return WeightsSpec(
             path=self.text(data, "path", "weights.", required=False),
             url=self.text(data, "url", "weights.", required=False),
@@ -323,11 +362,35 @@ class _Reader:
             format=self.text(data, "format", "weights.", required=False),
         )
 
+    def selector(self, selector: Mapping[str, Any]) -> None:
+        known = ("cls", "args", "kwargs", "tags")
+        unknown = sorted(set(selector) - set(known))
+        if unknown:
+            raise self.fail(
+                f"weights.selector.{unknown[0]}",
+                f"is unknown. Known: {', '.join(known)}." + did_you_mean(unknown[0], known),
+            )
+        checks = {
+            "cls": (str, "a class path 'pkg.module:Name' or a class name"),
+            "args": (list, "a list of leading positional arguments"),
+            "kwargs": (Mapping, "a mapping of keyword arguments"),
+            "tags": (str | list, "a tag or a list of tags"),
+        }
+        for key, (kind, what) in checks.items():
+            value = selector.get(key)
+            if value is not None and not isinstance(value, kind):
+                raise self.fail(f"weights.selector.{key}", f"must be {what}. Got {value!r}.")
+
 
 def parse_manifest(data: Any, *, source: str | os.PathLike[str] | None = None) -> Manifest:
-    """Validate manifest data (a mapping, as read from YAML)."""
+    """Validate manifest data (a mapping, as read from YAML).
+
+    Relative paths in it (``output.labels_file``) start from ``source``'s folder,
+    or from the working directory when there is no ``source``.
+    """
     where = str(source) if source is not None else "manifest"
-    return _Reader(where).read(data, Path(source) if source is not None else None)
+    base = Path(source).absolute().parent if source is not None else Path.cwd()
+    return _Reader(where, base).read(data, Path(source) if source is not None else None)
 
 
 def load_manifest(path: str | os.PathLike[str]) -> Manifest:

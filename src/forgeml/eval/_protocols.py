@@ -36,6 +36,9 @@ class Predictor(Protocol):
         """Release the model and its device memory."""
         ...
 
+    # Optional: ``session() -> context manager`` that the runner holds open around
+    # all predict calls (e.g. torch inference mode entered once, not per batch).
+
 
 @runtime_checkable
 class Agent(Protocol):

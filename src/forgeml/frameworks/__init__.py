@@ -9,7 +9,12 @@ first loaded. Third parties add adapters through the entry-point group
 import sys
 
 from forgeml._core._registry import Registry
-from forgeml.frameworks._protocol import FrameworkAdapter, Seedable, StateAdapter
+from forgeml.frameworks._protocol import (
+    FrameworkAdapter,
+    InferenceAdapter,
+    Seedable,
+    StateAdapter,
+)
 
 FRAMEWORKS = Registry("frameworks")
 FRAMEWORKS.register(
@@ -35,6 +40,14 @@ FRAMEWORKS.register(
 )
 FRAMEWORKS.register(
     "xgboost", "forgeml.frameworks.xgboost:adapter", hint="pip install 'forgeml[xgboost]'"
+)
+FRAMEWORKS.register(
+    "onnxruntime", "forgeml.frameworks.onnxruntime:adapter", hint="pip install 'forgeml[onnx]'"
+)
+FRAMEWORKS.register(
+    "tensorrt",
+    "forgeml.frameworks.tensorrt:adapter",
+    hint="TensorRT needs an NVIDIA GPU: pip install tensorrt cuda-python",
 )
 
 
@@ -69,6 +82,7 @@ def state_adapter_for(obj: object) -> StateAdapter | None:
 __all__ = [
     "FRAMEWORKS",
     "FrameworkAdapter",
+    "InferenceAdapter",
     "Seedable",
     "StateAdapter",
     "get_adapter",

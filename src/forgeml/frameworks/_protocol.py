@@ -54,3 +54,44 @@ class StateAdapter(FrameworkAdapter, Protocol):
         ``trust`` admits types outside the framework's safe allowlist.
         """
         ...
+
+
+@runtime_checkable
+class InferenceAdapter(FrameworkAdapter, Protocol):
+    """Runs a framework's models on a device: what ``forgeml.eval``'s agents are built on.
+
+    Batches go in and come out as numpy arrays. Device names are ``"cpu"`` and
+    ``"cuda:N"``. A runtime that loads files rather than objects (ONNX Runtime,
+    TensorRT) also has ``open(path, *, device, threads)``, which returns its model.
+    """
+
+    def inference_info(self) -> dict[str, str]:
+        """``{"framework": ..., "version": ...}`` and what else says what runs the model."""
+        ...
+
+    def devices(self) -> list[str]:
+        """The devices this framework can run on here, ``"cpu"`` first when it can."""
+        ...
+
+    def is_model(self, obj: object) -> bool:
+        """True when ``obj`` is a model this adapter can predict with."""
+        ...
+
+    def place(
+        self, model: Any, device: str, *, threads: int | None = None
+    ) -> tuple[Any, int | None]:
+        """``model`` ready for inference on ``device`` (eval mode, moved there), with
+        ``threads`` CPU threads (None: the framework's default).
+
+        Returns the model to predict with and the number of threads in effect
+        (None when the framework does not say, or when they could not be set).
+        """
+        ...
+
+    def predict(self, model: Any, batch: Any, device: str) -> Any:
+        """The model's outputs for a numpy batch, as a numpy array on the CPU."""
+        ...
+
+    def synchronize(self, device: str) -> None:
+        """Wait until ``device`` has finished its queued work (no-op on the CPU)."""
+        ...

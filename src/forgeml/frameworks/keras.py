@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,65 @@ class KerasAdapter:
             ) from exc
         return obj
 
+    # -- forgeml.eval: inference (devices, threads, predict on a batch) ----------------------
+    # (numpy batches in and out; forgeml.eval's tensorflow agent calls these)
+
+    def inference_info(self) -> dict[str, str]:
+        backend = str(keras.backend.backend())
+        info = {"framework": "keras", "version": str(keras.__version__), "backend": backend}
+        module = sys.modules.get(backend)
+        if module is not None and hasattr(module, "__version__"):
+            info["backend_version"] = str(module.__version__)
+        return info
+
+    def devices(self) -> list[str]:
+        try:
+            gpus = keras.distribution.list_devices("gpu")
+        except (RuntimeError, ValueError):  # a backend without GPU support
+            gpus = []
+        return ["cpu"] + [f"cuda:{i}" for i in range(len(gpus))]
+
+    def is_model(self, obj: object) -> bool:
+        """True for Keras layers and models (``keras.Layer``)."""
+        return isinstance(obj, keras.Layer)
+
+    def place(
+        self, model: Any, device: str, *, threads: int | None = None
+    ) -> tuple[Any, int | None]:
+        """The model itself (it runs under ``keras.device`` in :meth:`predict`).
+
+        ``threads`` sets the backend's intra-op threads: TensorFlow accepts them only
+        before its runtime starts (else the threads in effect are None), torch any time.
+        """
+        if threads is None:
+            return model, None
+        backend = keras.backend.backend()
+        if backend in ("tensorflow", "torch"):
+            from forgeml.frameworks import get_adapter
+
+            adapter: Any = get_adapter(backend)
+            return model, adapter.set_threads(threads)
+        return model, None
+
+    def predict(self, model: Any, batch: Any, device: str) -> Any:
+        """``model.predict_on_batch`` (compiled; a plain layer: ``layer(batch,
+        training=False)``) under ``keras.device``; the first output when there are several."""
+        with keras.device(_keras_device(device)):
+            if isinstance(model, keras.Model):
+                out = model.predict_on_batch(batch)
+            else:
+                out = model(batch, training=False)
+        if isinstance(out, dict):
+            out = next(iter(out.values()))
+        elif isinstance(out, list | tuple):
+            out = out[0]
+        return keras.ops.convert_to_numpy(out)
+
+    def synchronize(self, device: str) -> None:
+        return None  # predictions are numpy arrays: the device has finished
+
+    # -- end of forgeml.eval ----------------------------------------------------------------
+
 
 def _require_built(obj: Any, action: str) -> None:
     if not obj.built:
@@ -84,6 +144,13 @@ def _require_built(obj: Any, action: str) -> None:
             f"with keras.Input(shape=...), give a functional model its keras.Input, or call "
             f"model.build(input_shape)."
         )
+
+
+def _keras_device(device: str) -> str:
+    """forgeml's device names (``cpu``, ``cuda:N``) as Keras names them (``cpu:0``, ``gpu:N``)."""
+    if device == "cpu":
+        return "cpu:0"
+    return "gpu:" + device.partition(":")[2] if device.startswith("cuda:") else device
 
 
 adapter = KerasAdapter()

@@ -95,6 +95,56 @@ class SklearnAdapter:
             )
         return estimator
 
+    # -- forgeml.eval: inference (devices, threads, predict on a batch) ----------------------
+    # (numpy batches in and out; forgeml.eval's sklearn agent calls these)
+
+    def inference_info(self) -> dict[str, str]:
+        return {"framework": "sklearn", "version": str(sklearn.__version__)}
+
+    def devices(self) -> list[str]:
+        return ["cpu"]
+
+    def is_model(self, obj: object) -> bool:
+        """True for fitted-or-not estimators that predict (pipelines included)."""
+        return isinstance(obj, sklearn.base.BaseEstimator) and hasattr(obj, "predict")
+
+    def place(
+        self, model: Any, device: str, *, threads: int | None = None
+    ) -> tuple[Any, int | None]:
+        """The estimator itself (CPU only). ``threads`` sets every ``n_jobs`` parameter of
+        the estimator (nested ones included) and limits the BLAS/OpenMP thread pools
+        process-wide (threadpoolctl)."""
+        if threads is None:
+            return model, None
+        import threadpoolctl
+
+        threadpoolctl.threadpool_limits(limits=threads)
+        jobs = [k for k in model.get_params(deep=True) if k.split("__")[-1] == "n_jobs"]
+        if jobs:
+            model.set_params(**dict.fromkeys(jobs, threads))
+        return model, threads
+
+    def predict(self, model: Any, batch: Any, device: str) -> Any:
+        """Classifiers: ``predict_proba`` (columns in ``classes_`` order), else
+        ``decision_function`` (a binary one as two columns, ``[-d, d]``), else one-hot
+        ``predict``. Other estimators: ``predict``."""
+        import numpy as np
+
+        if not sklearn.base.is_classifier(model):
+            return np.asarray(model.predict(batch))
+        if hasattr(model, "predict_proba"):
+            return np.asarray(model.predict_proba(batch))
+        if hasattr(model, "decision_function"):
+            scores = np.asarray(model.decision_function(batch))
+            return np.stack([-scores, scores], axis=1) if scores.ndim == 1 else scores
+        labels = np.asarray(model.predict(batch))
+        return (labels[:, None] == np.asarray(model.classes_)[None, :]).astype(np.float32)
+
+    def synchronize(self, device: str) -> None:
+        return None
+
+    # -- end of forgeml.eval ----------------------------------------------------------------
+
 
 def _class_path(cls: type) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"

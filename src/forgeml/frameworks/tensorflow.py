@@ -65,5 +65,21 @@ class TensorFlowAdapter:
 
     # -- end of forgeml.data ------------------------------------------------------------------
 
+    # -- forgeml.eval: inference (threads) ----------------------------------------------------
+    # (Keras models predict through the keras adapter; TensorFlow owns the thread pools)
+
+    def inference_info(self) -> dict[str, str]:
+        return {"framework": "tensorflow", "version": str(tf.__version__)}
+
+    def set_threads(self, threads: int) -> int | None:
+        """TensorFlow's intra-op threads; None when its runtime has started (they are fixed)."""
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+        except RuntimeError:  # "cannot be modified after initialization"
+            return None
+        return threads
+
+    # -- end of forgeml.eval ----------------------------------------------------------------
+
 
 adapter = TensorFlowAdapter()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import math
 import os
@@ -274,6 +275,71 @@ class TorchAdapter:
             raise WorkerFailed(exc.error_index, str(exc)) from None
         except mp.ProcessExitedException as exc:
             raise WorkerFailed(exc.error_index, str(exc), exit_code=exc.exit_code) from None
+
+    # -- forgeml.eval: inference (devices, threads, predict on a batch) ----------------------
+    # (numpy batches in and out; forgeml.eval's pytorch agent calls these)
+
+    def inference_info(self) -> dict[str, str]:
+        return {"framework": "torch", "version": str(torch.__version__)}
+
+    def devices(self) -> list[str]:
+        return ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+
+    def is_model(self, obj: object) -> bool:
+        """True for ``torch.nn.Module`` (an optimizer is state, not a model)."""
+        return isinstance(obj, torch.nn.Module)
+
+    def place(
+        self, model: Any, device: str, *, threads: int | None = None
+    ) -> tuple[Any, int | None]:
+        """The module in eval mode (dropout off, batch norm frozen) on ``device``.
+
+        ``threads`` calls ``torch.set_num_threads`` (process-wide: every model's
+        intra-op threads).
+        """
+        if threads is not None:
+            self.set_threads(threads)
+        return model.eval().to(device), int(torch.get_num_threads())
+
+    def session(self, device: str) -> Any:
+        """A context to hold around many predict calls (inference mode, entered once)."""
+        return torch.inference_mode()
+
+    def set_threads(self, threads: int) -> int | None:
+        """``torch.set_num_threads``; returns the intra-op threads in effect."""
+        torch.set_num_threads(threads)
+        return int(torch.get_num_threads())
+
+    def predict(self, model: Any, batch: Any, device: str) -> Any:
+        """``model(batch)`` under ``torch.inference_mode``; the first output when it returns
+        several (a tuple, or a dict: ``"logits"`` or its first value)."""
+        import numpy as np
+
+        array = np.asarray(batch)
+        if not (array.flags.c_contiguous and array.flags.writeable):
+            array = np.array(array, order="C")
+        # Inside session() inference mode is already on: entering it again costs µs a batch.
+        mode = (
+            contextlib.nullcontext()
+            if torch.is_inference_mode_enabled()
+            else torch.inference_mode()
+        )
+        with mode:
+            x = torch.from_numpy(array)
+            if device != "cpu":
+                x = x.to(device, non_blocking=True)
+            out = model(x)
+            if isinstance(out, dict):
+                out = out["logits"] if "logits" in out else next(iter(out.values()))
+            elif isinstance(out, tuple | list):
+                out = out[0]
+            return out.detach().cpu().numpy()  # .cpu() waits for the device
+
+    def synchronize(self, device: str) -> None:
+        if device.startswith("cuda"):
+            torch.cuda.synchronize(device)
+
+    # -- end of forgeml.eval ----------------------------------------------------------------
 
     # --- state: save_state / load_state (safetensors + JSON, never pickle) ---
 

@@ -14,6 +14,7 @@ import importlib
 import json
 import math
 import warnings
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -140,12 +141,80 @@ class XGBoostAdapter:
             _load_trees(model, state_file("xgboost", directory, info, ".ubj"))
         return model
 
+    # -- forgeml.eval: inference (devices, threads, predict on a batch) ----------------------
+    # (numpy batches in and out; forgeml.eval's xgboost agent calls these)
+
+    def inference_info(self) -> dict[str, str]:
+        return {"framework": "xgboost", "version": str(xgboost.__version__)}
+
+    def devices(self) -> list[str]:
+        """``cpu``, and ``cuda:N`` for each NVIDIA GPU when xgboost was built with CUDA."""
+        import glob
+
+        if not xgboost.build_info().get("USE_CUDA"):
+            return ["cpu"]
+        gpus = sorted(glob.glob("/dev/nvidia[0-9]*"))
+        return ["cpu"] + [f"cuda:{i}" for i in range(len(gpus))]
+
+    def is_model(self, obj: object) -> bool:
+        """True for a ``Booster`` and the scikit-learn API models (``XGBModel``)."""
+        return isinstance(obj, xgboost.Booster | xgboost.XGBModel)
+
+    def place(
+        self, model: Any, device: str, *, threads: int | None = None
+    ) -> tuple[Any, int | None]:
+        """The model with its ``device`` and thread (``n_jobs``/``nthread``) parameters set."""
+        if isinstance(model, xgboost.Booster):
+            params: dict[str, Any] = {"device": device}
+            if threads is not None:
+                params["nthread"] = threads
+            model.set_param(params)
+            return model, threads
+        model.set_params(device=device, **({} if threads is None else {"n_jobs": threads}))
+        return model, threads
+
+    def predict(self, model: Any, batch: Any, device: str) -> Any:
+        """Classifiers: ``predict_proba``; other scikit-learn API models: ``predict``. A
+        ``Booster`` predicts with ``inplace_predict`` (no DMatrix); a ``binary:logistic``
+        one returns two columns, ``[1 - p, p]``."""
+        import numpy as np
+
+        if isinstance(model, xgboost.Booster):
+            out = np.asarray(model.inplace_predict(batch))
+            if out.ndim == 1 and _objective(model) == "binary:logistic":
+                return np.stack([1.0 - out, out], axis=1)
+            return out
+        if isinstance(model, xgboost.XGBClassifier):
+            return np.asarray(model.predict_proba(batch))
+        return np.asarray(model.predict(batch))
+
+    def synchronize(self, device: str) -> None:
+        return None  # predictions are copied back to the host before they return
+
+    # -- end of forgeml.eval ----------------------------------------------------------------
+
 
 def _load_trees(target: Any, path: Path) -> None:
     try:
         target.load_model(bytearray(path.read_bytes()))
     except (OSError, xgboost.core.XGBoostError, TypeError, ValueError) as exc:
         raise ObjectError(f"XGBoost cannot load {path}: {exc}") from exc
+
+
+_OBJECTIVES: weakref.WeakKeyDictionary[Any, str | None] = weakref.WeakKeyDictionary()
+
+
+def _objective(booster: Any) -> str | None:
+    """The booster's objective name (``"binary:logistic"``, ...), read once per booster."""
+    if booster in _OBJECTIVES:
+        return _OBJECTIVES[booster]
+    try:
+        config = json.loads(booster.save_config())
+        name: str | None = str(config["learner"]["objective"]["name"])
+    except (ValueError, KeyError, TypeError, xgboost.core.XGBoostError):
+        name = None
+    _OBJECTIVES[booster] = name
+    return name
 
 
 def _class_path(cls: type) -> str:

@@ -1,0 +1,296 @@
+"""``forgeml eval``: evaluate a model with an agent on a dataset, and record the result.
+
+Every option is also spelled with underscores (``--model_name``), as
+MLModelScope users type them. ``forgeml eval matrix SPEC.yml`` evaluates models ×
+agents × batch sizes × datasets (see :mod:`forgeml.eval._matrix`): ``eval`` is a
+group whose own options run one evaluation when no subcommand is given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from click.core import ParameterSource
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _option(name: str, **kwargs: Any) -> Callable[[F], F]:
+    """An option spelled with dashes and with underscores: ``--model-name``/``--model_name``."""
+    dashed = f"--{name.replace('_', '-')}"
+    spellings = [dashed] if "_" not in name else [dashed, f"--{name}"]
+    decorator: Callable[[F], F] = click.option(*spellings, name, **kwargs)
+    return decorator
+
+
+@click.group(
+    "eval",
+    invoke_without_command=True,
+    subcommand_metavar="[matrix SPEC.yml [ARGS]...]",
+)
+@_option(
+    "model_name",
+    metavar="NAME",
+    default=None,
+    help="The model: a name, or a manifest .yml. Required (unless a subcommand is given).",
+)
+@_option(
+    "agent",
+    metavar="AGENT",
+    default=None,
+    help="The agent (framework) that runs it: pytorch, onnxruntime, tensorflow, sklearn, "
+    "xgboost, tensorrt. Default: the model's framework.",
+)
+@_option("task", metavar="TASK", default=None, help="The task. Default: the model's task.")
+@_option(
+    "dataset_name",
+    metavar="NAME",
+    default=None,
+    help="A bundled dataset (digits, iris, ...; 'digits:all' for every part). "
+    "Default: the held-out part of the model's training dataset.",
+)
+@_option(
+    "dataset_path",
+    metavar="PATH",
+    default=None,
+    type=click.Path(exists=True),
+    help="A dataset on disk: a folder of images, a .npz or a .csv file.",
+)
+@_option("batch_size", metavar="N", type=int, default=64, show_default=True, help="Batch size.")
+@_option(
+    "num_warmup",
+    metavar="N",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Batches run first and not counted.",
+)
+@_option("num_batches", metavar="N", type=int, default=None, help="Evaluate at most N batches.")
+@_option(
+    "architecture",
+    metavar="ARCH",
+    default="cpu",
+    show_default=True,
+    help="Where to run: cpu, gpu or cuda:N.",
+)
+@_option("threads", metavar="N", type=int, default=None, help="The framework's thread count.")
+@_option(
+    "save_output",
+    metavar="FILE",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Write per-sample predictions (ids, prediction, target, top-5) to a .csv, .json or .npz.",
+)
+@_option(
+    "no_store",
+    is_flag=True,
+    help="Do not record the result in the results database.",
+)
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a TTY).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
+def eval_command(
+    ctx: click.Context,
+    model_name: str | None,
+    agent: str | None,
+    task: str | None,
+    dataset_name: str | None,
+    dataset_path: str | None,
+    batch_size: int,
+    num_warmup: int,
+    num_batches: int | None,
+    architecture: str,
+    threads: int | None,
+    save_output: str | None,
+    no_store: bool,
+    progress: bool | None,
+    as_json: bool,
+) -> None:
+    """Evaluate a model: accuracy, latency percentiles (per batch) and throughput.
+
+    The result is printed and stored in the results database
+    (FORGEML_HOME/results.db; see 'forgeml results'); with tracking configured
+    it is also logged as an MLflow run.
+
+    'forgeml eval matrix SPEC.yml' evaluates models x agents x batch sizes x
+    datasets (see 'forgeml eval matrix --help').
+
+    \b
+    Examples:
+      forgeml eval --model_name digits_cnn --agent pytorch --batch_size 2
+      forgeml eval --task image_classification --agent pytorch --model_name digits_cnn \\
+          --architecture cpu --num_warmup 2 --dataset_name digits --batch_size 2
+      forgeml eval --model-name digits_cnn --agent onnxruntime --dataset-path imgs/ --json
+      forgeml eval matrix digits.yml --jobs 2
+    """
+    if ctx.invoked_subcommand is not None:
+        given = [
+            f"--{p.name.replace('_', '-')}"
+            for p in ctx.command.params
+            if p.name and ctx.get_parameter_source(p.name) is not ParameterSource.DEFAULT
+        ]
+        if given:
+            raise click.UsageError(
+                f"The options of 'forgeml eval' ({', '.join(given)}) run one evaluation; "
+                f"they do not apply to 'forgeml eval {ctx.invoked_subcommand}'. Put them in "
+                f"the spec, or after the subcommand.",
+                ctx,
+            )
+        return
+    if model_name is None:
+        param = next(p for p in ctx.command.params if p.name == "model_name")
+        raise click.MissingParameter(ctx=ctx, param=param)
+    from forgeml.eval import evaluate
+
+    if dataset_name is not None and dataset_path is not None:
+        raise click.UsageError("Give --dataset_name or --dataset_path, not both.")
+    dataset: object = Path(dataset_path) if dataset_path is not None else dataset_name
+    result = evaluate(
+        model_name,
+        agent=agent,
+        task=task,
+        dataset=dataset,
+        batch_size=batch_size,
+        num_warmup=num_warmup,
+        num_batches=num_batches,
+        architecture=architecture,
+        threads=threads,
+        save_output=save_output,
+        store=not no_store,
+        progress=False if as_json else progress,
+    )
+    if as_json:
+        click.echo(result.to_json())
+        return
+    from rich.console import Console
+
+    console = Console(highlight=False)
+    if not console.is_terminal:
+        console = Console(width=max(console.width, 100), highlight=False)
+    console.print(result.renderable())
+    if result.output_file:
+        console.print(f"predictions written to {result.output_file}")
+    if not no_store:
+        console.print(f"recorded as {result.id[:12]} (forgeml results show {result.id[:12]})")
+
+
+@eval_command.command("matrix")
+@click.argument("spec", metavar="SPEC.yml", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--jobs",
+    "-j",
+    metavar="N",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Run each entry in a worker process of its own, N at a time (default: one after "
+    "another in this process). More than 1 on shared cores distorts latencies.",
+)
+@click.option("--force", is_flag=True, help="Run entries the results database already holds.")
+@click.option("--dry-run", is_flag=True, help="List the entries and whether they are stored.")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+def matrix(spec: str, jobs: int | None, force: bool, dry_run: bool, as_json: bool) -> None:
+    """Evaluate models x agents x batch sizes x datasets from a YAML spec.
+
+    \b
+    SPEC.yml:
+      models: [digits_cnn, "digits_*"]   # names or patterns (forgeml models ls)
+      agents: [pytorch, onnxruntime]     # default: every framework a model has
+      batch_sizes: [1, 64]
+      datasets: [digits]                 # default: each model's held-out data
+      num_warmup: 1
+      num_batches: null                  # null: all of the dataset
+      threads: null
+      architecture: cpu
+
+    A model without a manifest for an agent, or an agent that cannot run here
+    (package missing), is skipped with a note. Results go to the results
+    database; an entry it already holds (same model, framework, agent, task,
+    dataset, batch size, device, num_batches, num_warmup and threads, recorded
+    on this host by an earlier matrix) is not run again unless --force is given,
+    so an interrupted matrix resumes where it stopped. A failed entry does not
+    stop the others; the exit status is 1 when any failed. A summary table
+    ends the run.
+
+    \b
+    Examples:
+      forgeml eval matrix digits.yml
+      forgeml eval matrix digits.yml --jobs 2 --force
+      forgeml eval matrix digits.yml --dry-run
+    """
+    import json
+
+    from forgeml.eval import MatrixOutcome, ResultsDB, load_matrix, run_matrix
+    from forgeml.eval._matrix import FAILED, RAN, stored_results
+
+    the_spec = load_matrix(spec)
+    if dry_run:
+        entries, notes = the_spec.expand()
+        found = stored_results(entries, ResultsDB())
+        if as_json:
+            records = [{**e.to_dict(), "stored": e.key in found} for e in entries]
+            click.echo(json.dumps({"entries": records, "notes": notes}, indent=2))
+            return
+        for entry in entries:
+            stored = found.get(entry.key)
+            state = f"in database ({stored.id[:12]})" if stored is not None else "to run"
+            click.echo(f"{entry.label}: {state}")
+        for note in notes:
+            click.echo(f"note: {note}")
+        click.echo(f"{len(entries)} entries, {sum(e.key in found for e in entries)} stored.")
+        return
+    if jobs is not None and jobs > 1:
+        click.echo(
+            f"warning: running {jobs} evaluations at a time: on shared cores they compete for "
+            f"the CPU, which distorts latency and throughput (slower, noisier). For timings to "
+            f"compare, run without --jobs or with --jobs 1; or set 'threads' in the spec so "
+            f"the jobs split the cores.",
+            err=True,
+        )
+
+    def progress(done: int, total: int, outcome: MatrixOutcome) -> None:
+        if as_json:
+            return
+        width = len(str(total))
+        click.echo(f"[{done:>{width}}/{total}] {outcome.entry.label}: {_outcome_text(outcome)}")
+
+    run = run_matrix(the_spec, jobs=jobs, force=force, progress=progress)
+    if as_json:
+        click.echo(json.dumps(run.to_dict(), indent=2))
+    else:
+        from rich.console import Console
+
+        console = Console(highlight=False)
+        if not console.is_terminal:
+            console = Console(width=max(console.width, 160), highlight=False)
+        click.echo("")
+        console.print(run.renderable())
+        if run.count(RAN) or run.count("stored"):
+            console.print(
+                "Compare them: forgeml results compare --by framework; "
+                "report: forgeml report -o report.html"
+            )
+    if run.count(FAILED):
+        raise SystemExit(1)
+
+
+def _outcome_text(outcome: Any) -> str:
+    from forgeml.eval._matrix import FAILED, STORED
+    from forgeml.eval._results import main_metric
+
+    if outcome.status == FAILED:
+        return f"FAILED ({outcome.seconds:.1f} s): {outcome.message.splitlines()[0]}"
+    result = outcome.result
+    predict = result.latency.get("predict")
+    metric = main_metric(result)
+    figures = [
+        f"{metric[0]} {metric[1]:.4f}" if metric else None,
+        f"p50 {predict.p50:.3f} ms" if predict is not None else None,
+        f"{result.throughput:,.0f} samples/s",
+    ]
+    text = ", ".join(f for f in figures if f)
+    if outcome.status == STORED:
+        return f"already in the database ({result.id[:12]}): {text}"
+    return f"{text} ({outcome.seconds:.1f} s)"

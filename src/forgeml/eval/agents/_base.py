@@ -1,0 +1,242 @@
+"""What the framework agents share: checks, weights, devices, threads, and the predictor.
+
+An agent is a thin layer over a framework adapter (``forgeml.frameworks``,
+:class:`~forgeml.frameworks.InferenceAdapter`): the adapter knows how to place a
+model on a device and predict on a batch; the agent checks the manifest,
+resolves its weights, loads them and hands back a :class:`AdapterPredictor`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from forgeml._core._errors import EvalError, ForgeMLError, RegistryError
+from forgeml._core._lazy import is_installed
+from forgeml.eval._manifest import Manifest
+from forgeml.eval._protocols import Predictor
+
+_DEVICE = re.compile(r"^(?:(?P<cpu>cpu)(?::0)?|(?:cuda|gpu)(?::(?P<index>\d+))?)$")
+
+
+def normalize_device(device: str) -> str:
+    """``"cpu"``, ``"cuda"``/``"gpu"`` (GPU 0), ``"cuda:N"``/``"gpu:N"`` -> its canonical name."""
+    match = _DEVICE.match(str(device).strip().lower())
+    if match is None:
+        raise EvalError(f"A device is 'cpu' or 'cuda:N' (N: the GPU's index). Got {device!r}.")
+    if match.group("cpu"):
+        return "cpu"
+    return f"cuda:{int(match.group('index') or 0)}"
+
+
+def check_threads(threads: object) -> int | None:
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise EvalError(f"threads must be a positive integer (or None). Got {threads!r}.")
+    return threads
+
+
+def nvidia_gpus() -> int:
+    """How many NVIDIA GPUs this machine has (``/dev/nvidiaN`` devices); imports nothing."""
+    return len(glob.glob("/dev/nvidia[0-9]*"))
+
+
+def allowed_modules(manifest: Manifest) -> tuple[str, ...] | None:
+    """The manifest's ``attributes.allow``: module prefixes its weights' classes may come from.
+
+    None (the default) lets a model's class come from any importable module, as
+    models saved by users live in their own packages.
+    """
+    allow = manifest.attributes.get("allow")
+    if allow is None:
+        return None
+    if isinstance(allow, str):
+        allow = [allow]
+    if not isinstance(allow, list | tuple) or not all(isinstance(a, str) and a for a in allow):
+        raise EvalError(
+            f"Model '{manifest.name}': attributes.allow must be a list of module prefixes "
+            f"(e.g. [forgeml., mypackage.]). Got {allow!r}."
+        )
+    return tuple(allow)
+
+
+class AdapterPredictor:
+    """A model loaded by a framework adapter, on one device (a :class:`Predictor`)."""
+
+    def __init__(self, adapter: Any, model: Any, device: str, info: Mapping[str, str]) -> None:
+        self.info: Mapping[str, str] = dict(info)
+        self.adapter = adapter
+        self.model = model
+        self.device = device
+        self._predict = adapter.predict
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        if self.model is None:
+            raise EvalError(f"This {self.info.get('framework', '')} predictor is closed.")
+        out: np.ndarray = self._predict(self.model, batch, self.device)
+        return out
+
+    def synchronize(self) -> None:
+        self.adapter.synchronize(self.device)
+
+    def session(self) -> contextlib.AbstractContextManager[Any]:
+        """A context the runner holds open around all predict calls (see the adapter's)."""
+        session = getattr(self.adapter, "session", None)
+        if session is None:
+            return contextlib.nullcontext()
+        context: contextlib.AbstractContextManager[Any] = session(self.device)
+        return context
+
+    def close(self) -> None:
+        if self.model is not None and hasattr(self.adapter, "close"):
+            self.adapter.close(self.model)
+        self.model = None
+
+    def __repr__(self) -> str:
+        described = ", ".join(f"{k}={v}" for k, v in self.info.items())
+        return f"{type(self).__name__}({described})"
+
+
+class FrameworkAgent:
+    """An agent over one framework adapter; subclasses set the class attributes.
+
+    :meth:`load` checks the manifest's framework, the device and threads,
+    resolves the weights (``forgeml.eval._weights.resolve_weights``), opens
+    them with :meth:`open` and returns an :class:`AdapterPredictor`. The
+    default :meth:`open` loads a forgeml object archive (``load_object``) and
+    runs the object itself, or its ``.model`` attribute, when the adapter says
+    it is a model (:meth:`find_model`).
+    """
+
+    #: the registry name, e.g. ``"pytorch"``
+    name: str = ""
+    #: the manifest framework it runs (see ``forgeml.eval.FRAMEWORK_NAMES``)
+    framework: str = ""
+    #: the ``forgeml.frameworks`` adapter it runs models with
+    adapter_name: str = ""
+    #: packages that must be importable (install hint: the agent registry's)
+    packages: tuple[str, ...] = ()
+    #: what it runs, for error messages: "a torch.nn.Module"
+    runs: str = ""
+
+    def unavailable(self) -> str | None:
+        missing = [p for p in self.packages if not is_installed(p)]
+        if not missing:
+            return None
+        verb = "is" if len(missing) == 1 else "are"
+        return f"{', '.join(missing)} {verb} not installed.{self.hint()}"
+
+    def hint(self) -> str:
+        from forgeml.eval._registries import AGENTS
+
+        try:
+            text = AGENTS.entry(self.name).hint
+        except RegistryError:
+            text = ""
+        return f" HINT: {text}" if text else ""
+
+    def adapter(self) -> Any:
+        from forgeml.frameworks import get_adapter
+
+        return get_adapter(self.adapter_name)
+
+    def load(
+        self, manifest: Manifest, *, device: str = "cpu", threads: int | None = None
+    ) -> Predictor:
+        """Load the manifest's weights (resolved and verified) onto ``device``."""
+        self.check_manifest(manifest)
+        threads = check_threads(threads)
+        device = normalize_device(device)
+        reason = self.unavailable()
+        if reason is not None:
+            raise EvalError(f"The {self.name} agent cannot run here: {reason}")
+        adapter = self.adapter()
+        devices = adapter.devices()
+        if device not in devices:
+            raise EvalError(
+                f"Device '{device}' is not available to the {self.name} agent here. "
+                f"Available: {', '.join(devices) or '(none)'}."
+            )
+        path = self.weights(manifest)
+        try:
+            model, in_effect = self.open(adapter, path, manifest, device=device, threads=threads)
+        except EvalError:
+            raise
+        except ForgeMLError as exc:
+            raise EvalError(f"Cannot load model '{manifest.name}' from {path}: {exc}") from exc
+        info = {
+            **adapter.inference_info(),
+            "agent": self.name,
+            "device": device,
+            "threads": str(in_effect) if in_effect is not None else "default",
+        }
+        return AdapterPredictor(adapter, model, device, info)
+
+    def check_manifest(self, manifest: Manifest) -> None:
+        if manifest.framework != self.framework:
+            raise EvalError(
+                f"Model '{manifest.name}' is a {manifest.framework} model; the {self.name} "
+                f"agent runs {self.framework} models. Use the {manifest.framework} agent, or "
+                f"export the model to this framework first."
+            )
+
+    def weights(self, manifest: Manifest) -> Path:
+        """The local file of the manifest's weights (downloaded and verified when remote)."""
+        from forgeml.eval._weights import resolve_weights
+
+        return Path(resolve_weights(manifest))
+
+    def open(
+        self,
+        adapter: Any,
+        path: Path,
+        manifest: Manifest,
+        *,
+        device: str,
+        threads: int | None,
+    ) -> tuple[Any, int | None]:
+        """The model ready on ``device`` and the threads in effect (adapter's ``place``)."""
+        from forgeml.objects import load_object
+
+        obj = load_object(path, allow=allowed_modules(manifest))
+        model = self.find_model(adapter, obj, manifest, path)
+        placed: tuple[Any, int | None] = adapter.place(model, device, threads=threads)
+        return placed
+
+    def find_model(self, adapter: Any, obj: Any, manifest: Manifest, path: Path) -> Any:
+        """``obj`` when it is a model of this framework, else its ``.model`` when that is."""
+        if adapter.is_model(obj):
+            return obj
+        inner = getattr(obj, "model", None)
+        if inner is not None and adapter.is_model(inner):
+            return inner
+        cls = type(obj)
+        raise EvalError(
+            f"The weights of model '{manifest.name}' ({path}) hold a "
+            f"{cls.__module__}.{cls.__qualname__}, which the {self.name} agent cannot run: it "
+            f"runs {self.runs}, saved as the object itself or as its .model attribute. "
+            f"Check the manifest's framework ({manifest.framework})."
+        )
+
+    def __repr__(self) -> str:
+        return f"<{self.name} agent ({self.framework})>"
+
+
+def weights_file(path: Path, manifest: Manifest, suffixes: tuple[str, ...], agent: str) -> Path:
+    """``path``, checked to be one of ``suffixes`` (or named so by ``weights.format``)."""
+    fmt = (manifest.weights.format or "").lower()
+    if path.suffix.lower() in suffixes or f".{fmt}" in suffixes:
+        return path
+    raise EvalError(
+        f"The {agent} agent loads {' or '.join(suffixes)} files. Model '{manifest.name}' has "
+        f"weights {os.fspath(path)}. Export the model first (forgeml export), or run it with "
+        f"the agent of its framework."
+    )

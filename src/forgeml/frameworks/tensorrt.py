@@ -1,0 +1,230 @@
+"""TensorRT adapter: engines from ``.engine``/``.plan`` files or built from ``.onnx``, on a GPU.
+
+Needs an NVIDIA GPU, the ``tensorrt`` package and the CUDA runtime binding of
+``cuda-python`` (``pip install tensorrt cuda-python``). Batches are copied to
+the GPU, run with ``execute_async_v3`` on the engine's own CUDA stream, and
+copied back.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorrt as trt
+
+from forgeml._core._errors import ObjectError
+
+try:  # cuda-python >= 12.6
+    from cuda.bindings import runtime as cudart
+except ImportError:
+    try:  # older cuda-python
+        from cuda import cudart
+    except ImportError:  # reported when a CUDA call is made (see _cuda)
+        cudart = None
+
+#: engine files hold a serialized engine; ``.onnx`` files are built into one
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+
+
+def _cuda(result: Any) -> Any:
+    """The value of a ``cudart`` call (which returns ``(error, *values)``); raises on errors."""
+    error, *values = result if isinstance(result, tuple) else (result,)
+    if error != cudart.cudaError_t.cudaSuccess:
+        raise ObjectError(f"CUDA call failed: {cudart.cudaGetErrorString(error)[1]!r}.")
+    return values[0] if len(values) == 1 else None
+
+
+class Engine:
+    """A deserialized engine, its execution context, a CUDA stream and device buffers."""
+
+    def __init__(self, engine: Any, device_index: int) -> None:
+        self.engine = engine
+        self.context = engine.create_execution_context()
+        self.device_index = device_index
+        self.stream = _cuda(cudart.cudaStreamCreate())
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        outputs = [n for n in names if n not in inputs]
+        if len(inputs) != 1 or not outputs:
+            raise ObjectError(
+                f"forgeml runs TensorRT engines with one input and at least one output. "
+                f"This one has inputs {inputs} and outputs {outputs}."
+            )
+        self.input_name, self.output_name = inputs[0], outputs[0]
+        self.dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in names}
+        self.buffers: dict[str, tuple[int, int]] = {}  # name -> (device pointer, bytes)
+
+    def buffer(self, name: str, nbytes: int) -> int:
+        """A device buffer of at least ``nbytes`` for tensor ``name`` (grown when needed)."""
+        pointer, size = self.buffers.get(name, (0, 0))
+        if size < nbytes:
+            if pointer:
+                _cuda(cudart.cudaFree(pointer))
+            pointer, size = int(_cuda(cudart.cudaMalloc(nbytes))), nbytes
+            self.buffers[name] = (pointer, size)
+        return pointer
+
+    def close(self) -> None:
+        for pointer, _ in self.buffers.values():
+            cudart.cudaFree(pointer)
+        self.buffers.clear()
+        if self.stream is not None:
+            cudart.cudaStreamDestroy(self.stream)
+            self.stream = None
+
+
+class TensorRTAdapter:
+    name = "tensorrt"
+    module = "tensorrt"
+
+    def __init__(self) -> None:
+        self.logger = trt.Logger(trt.Logger.WARNING)
+
+    # -- forgeml.eval: inference (devices, engines, predict on a batch) ----------------------
+
+    def inference_info(self) -> dict[str, str]:
+        return {"framework": "tensorrt", "version": str(trt.__version__)}
+
+    def devices(self) -> list[str]:
+        """``cuda:N`` for each GPU the CUDA runtime sees (TensorRT runs on GPUs only)."""
+        if cudart is None:
+            return []
+        try:
+            count = int(_cuda(cudart.cudaGetDeviceCount()))
+        except ObjectError:
+            return []
+        return [f"cuda:{i}" for i in range(count)]
+
+    def is_model(self, obj: object) -> bool:
+        return isinstance(obj, Engine)
+
+    def open(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        device: str = "cuda:0",
+        threads: int | None = None,
+        sample_shape: tuple[int, ...] | None = None,
+        max_batch: int = 64,
+        fp16: bool = False,
+    ) -> Engine:
+        """An engine from a serialized ``.engine``/``.plan`` file, or built from ``.onnx``.
+
+        Building makes the batch dimension dynamic up to ``max_batch`` (other
+        dynamic dimensions are taken from ``sample_shape``); ``fp16`` allows
+        half-precision kernels. ``threads`` does not apply (TensorRT runs on the GPU).
+        """
+        if cudart is None:
+            raise ObjectError(
+                "TensorRT's buffers need the CUDA runtime binding of cuda-python, which is not "
+                "installed. HINT: pip install cuda-python"
+            )
+        file = Path(path)
+        index = int(device.partition(":")[2] or 0)
+        _cuda(cudart.cudaSetDevice(index))
+        runtime = trt.Runtime(self.logger)
+        data = file.read_bytes()
+        if file.suffix.lower() == ".onnx":
+            data = self._build(file, data, sample_shape, max_batch, fp16)
+        elif file.suffix.lower() not in ENGINE_SUFFIXES:
+            raise ObjectError(
+                f"TensorRT loads engines ({', '.join(ENGINE_SUFFIXES)}) or builds them from "
+                f".onnx files. Got {file}."
+            )
+        engine = runtime.deserialize_cuda_engine(data)
+        if engine is None:
+            raise ObjectError(
+                f"TensorRT cannot deserialize {file}: was it built by another TensorRT "
+                f"version or for another GPU? Rebuild it from the .onnx file."
+            )
+        return Engine(engine, index)
+
+    def _build(
+        self,
+        file: Path,
+        data: bytes,
+        sample_shape: tuple[int, ...] | None,
+        max_batch: int,
+        fp16: bool,
+    ) -> bytes:
+        builder = trt.Builder(self.logger)
+        major = int(str(trt.__version__).split(".")[0])
+        flags = 0 if major >= 10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+        network = builder.create_network(flags)
+        parser = trt.OnnxParser(network, self.logger)
+        if not parser.parse(data):
+            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+            raise ObjectError(f"TensorRT cannot parse {file}: {errors}")
+        config = builder.create_builder_config()
+        if fp16:
+            config.set_flag(trt.BuilderFlag.FP16)
+        profile = builder.create_optimization_profile()
+        for i in range(network.num_inputs):
+            tensor = network.get_input(i)
+            shape = list(tensor.shape)
+            sample = list(sample_shape or shape[1:])
+            if len(sample) != len(shape) - 1:
+                raise ObjectError(
+                    f"{file}: input '{tensor.name}' has shape {shape}; the manifest's per-sample "
+                    f"shape {sample} does not fit it."
+                )
+            rest = [s if d < 0 else d for d, s in zip(shape[1:], sample, strict=True)]
+            if shape[0] < 0:
+                profile.set_shape(tensor.name, [1, *rest], [max_batch, *rest], [max_batch, *rest])
+            else:
+                profile.set_shape(tensor.name, [shape[0], *rest], [shape[0], *rest], shape)
+        config.add_optimization_profile(profile)
+        serialized = builder.build_serialized_network(network, config)
+        if serialized is None:
+            raise ObjectError(f"TensorRT could not build an engine from {file} (see its log).")
+        return bytes(serialized)
+
+    def place(
+        self, model: Any, device: str, *, threads: int | None = None
+    ) -> tuple[Any, int | None]:
+        """The engine as it is (:meth:`open` put it on its GPU)."""
+        return model, None
+
+    def predict(self, model: Any, batch: Any, device: str) -> Any:
+        """The engine's first output for ``batch``: copy in, execute, copy out, wait."""
+        engine: Engine = model
+        context = engine.context
+        array = np.ascontiguousarray(batch, dtype=engine.dtypes[engine.input_name])
+        context.set_input_shape(engine.input_name, tuple(array.shape))
+        stream = engine.stream
+        host_to_device = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
+        device_to_host = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        pointer = engine.buffer(engine.input_name, array.nbytes)
+        _cuda(
+            cudart.cudaMemcpyAsync(pointer, array.ctypes.data, array.nbytes, host_to_device, stream)
+        )
+        context.set_tensor_address(engine.input_name, pointer)
+        outputs: dict[str, np.ndarray[Any, Any]] = {}
+        for name, dtype in engine.dtypes.items():
+            if name == engine.input_name:
+                continue
+            out = np.empty(tuple(context.get_tensor_shape(name)), dtype=dtype)
+            context.set_tensor_address(name, engine.buffer(name, max(out.nbytes, 1)))
+            outputs[name] = out
+        if not context.execute_async_v3(int(stream)):
+            raise ObjectError("TensorRT could not execute the engine on this batch.")
+        out = outputs[engine.output_name]
+        source = engine.buffers[engine.output_name][0]
+        _cuda(cudart.cudaMemcpyAsync(out.ctypes.data, source, out.nbytes, device_to_host, stream))
+        _cuda(cudart.cudaStreamSynchronize(stream))
+        return out
+
+    def synchronize(self, device: str) -> None:
+        _cuda(cudart.cudaDeviceSynchronize())
+
+    def close(self, model: Any) -> None:
+        """Free the engine's device buffers and stream."""
+        model.close()
+
+    # -- end of forgeml.eval ----------------------------------------------------------------
+
+
+adapter = TensorRTAdapter()
