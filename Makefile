@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: demo test lint format type-check bench docs clean
+.PHONY: demo quickstart test chromium lint format type-check bench docs clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -16,17 +16,42 @@ $(VENV)/.base: pyproject.toml | $(PY)
 	$(PIP) -e .
 	@touch $@
 
+# The demo's frameworks (torch pinned to the local CPU wheel, tensorflow-cpu, scikit-learn,
+# XGBoost, ONNX Runtime) and the evaluation extras (matplotlib for the report).
+$(VENV)/.demo: pyproject.toml | $(PY)
+	$(PIP) -e '.[torch,tensorflow,sklearn,xgboost,onnx,eval]'
+	@touch $@ $(VENV)/.base
+
 # Everything the test suite needs: every framework (torch pinned to the local CPU
 # wheel, tensorflow-cpu), S3 and hub clients, and the tools.
 $(VENV)/.dev: pyproject.toml | $(PY)
 	$(PIP) -e '.[dev,torch,tensorflow,sklearn,xgboost,keras,onnx,eval,tracking,secrets,s3,hub]'
-	@touch $@ $(VENV)/.base
+	@touch $@ $(VENV)/.base $(VENV)/.demo
 
-demo: $(VENV)/.base
+# The main job: every digits model of the zoo on every framework at batch sizes 1 and 64;
+# the comparison table and examples/digits_demo/out/report.html (see its README).
+demo: $(VENV)/.demo
+	PATH="$(abspath $(BIN)):$$PATH" examples/digits_demo/run.sh
+
+quickstart: $(VENV)/.base
 	cd examples/quickstart && ../../$(PY) program.py --cfg configs/app.yml
 	$(BIN)/forgeml config show examples/quickstart/configs/app.yml
 
-test: $(VENV)/.dev
+# Debian's chromium, for tests/test_report.py (it opens a report in headless Chromium).
+# Installed with apt-get when missing and run as root; otherwise that test skips, saying so.
+chromium:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "Installing Debian chromium for tests/test_report.py (apt-get) ..."; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      --no-install-recommends chromium >/dev/null; } \
+	  || echo "warning: could not install chromium; tests/test_report.py skips its browser check"; \
+	else \
+	  echo "note: chromium is missing (installing it needs root and apt-get);" \
+	       "tests/test_report.py skips its browser check"; \
+	fi
+
+test: $(VENV)/.dev chromium
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

@@ -152,7 +152,16 @@ def restore_torch_threads() -> Iterator[None]:
 
 
 def test_agents_implement_the_protocol_and_aliases_resolve() -> None:
-    for name in ("pytorch", "onnxruntime", "sklearn", "xgboost", "tensorflow", "tensorrt"):
+    names = (
+        "pytorch",
+        "onnxruntime",
+        "sklearn",
+        "xgboost",
+        "tensorflow",
+        "tensorrt",
+        "torchscript",
+    )
+    for name in names:
         agent = get_agent(name)
         assert isinstance(agent, Agent)
         assert agent.name == name
@@ -168,7 +177,7 @@ def test_unknown_agent_lists_the_known_and_suggests() -> None:
         get_agent("pytroch")
     assert str(info.value) == (
         "Unknown agent 'pytroch'. Known: onnxruntime, pytorch, sklearn, tensorflow, tensorrt, "
-        "xgboost. Did you mean 'pytorch'?"
+        "torchscript, xgboost. Did you mean 'pytorch'?"
     )
 
 
@@ -359,3 +368,81 @@ def test_allow_restricts_the_modules_of_the_model_class(tmp_path: Path) -> None:
     )
     with pytest.raises(EvalError, match="not allowed"):
         get_agent("sklearn").load(load_manifest(path))
+
+
+def test_url_and_repo_weights_load_only_forgeml_and_framework_classes_by_default(
+    tmp_path: Path,
+) -> None:
+    from forgeml.objects import Repo
+
+    train = load_bundled("iris:train")
+    obj = SklearnModel(max_iter=500)
+    with one_thread():
+        obj.model.fit(train.x, train.y)
+    Repo(tmp_path / "repo", create=True).add_object(obj, tags="best")
+
+    def repo_manifest(attributes: str) -> Manifest:
+        path = tmp_path / "repo_model.yml"
+        path.write_text(
+            "name: m\ntask: tabular_classification\nframework: sklearn\n"
+            "inputs: [{shape: [4]}]\noutput: {type: classification}\n"
+            f"weights: {{repo: repo, selector: {{tags: best}}}}\n{attributes}",
+            encoding="utf-8",
+        )
+        return load_manifest(path)
+
+    with pytest.raises(EvalError) as info:
+        get_agent("sklearn").load(repo_manifest(""))
+    assert "'test_agents:SklearnModel' is not allowed" in str(info.value)
+    assert "['forgeml.', 'sklearn.', 'skops.']" in str(info.value)
+    widened = repo_manifest("attributes: {allow: [test_agents.]}\n")
+    predictor = get_agent("sklearn").load(widened)
+    assert predictor.predict(train.x[:3]).shape == (3, 3)
+    # a local path loads as before: the user's own file, any importable class
+    save_object(obj, tmp_path / "local.dry")
+    assert get_agent("sklearn").load(
+        write_manifest(
+            tmp_path,
+            "sklearn",
+            "local.dry",
+            task="tabular_classification",
+            inputs="{name: features, shape: [4]}",
+            labels=IRIS,
+        )
+    ).predict(train.x[:3]).shape == (3, 3)
+
+
+def test_closing_a_predictor_restores_the_process_thread_settings(
+    torch_model: tuple[Any, Path], tmp_path: Path, restore_torch_threads: None
+) -> None:
+    import threadpoolctl
+
+    from forgeml.eval import evaluate
+
+    _, folder = torch_model
+    torch.set_num_threads(3)
+    result = evaluate(
+        write_manifest(folder, "pytorch", "net.dry"),
+        dataset="digits",
+        batch_size=100,
+        num_batches=2,
+        threads=1,
+        store=False,
+        track=False,
+    )
+    assert result.provenance["threads"]["agent"] == "1"  # it ran on one thread
+    assert torch.get_num_threads() == 3  # and the setting is back
+
+    train = load_bundled("digits:train")
+    obj = SklearnModel()
+    with one_thread():
+        obj.model.fit(train.x.reshape(len(train.x), -1) / 16.0, train.y)
+    save_object(obj, tmp_path / "logreg.dry")
+    flat = "{name: image, shape: [64], scale: [0.0625]}"
+    manifest = write_manifest(tmp_path, "sklearn", "logreg.dry", inputs=flat)
+    with threadpoolctl.threadpool_limits(limits=3):
+        before = [p["num_threads"] for p in threadpoolctl.threadpool_info()]
+        predictor = get_agent("sklearn").load(manifest, threads=1)
+        assert {p["num_threads"] for p in threadpoolctl.threadpool_info()} == {1}
+        predictor.close()
+        assert [p["num_threads"] for p in threadpoolctl.threadpool_info()] == before

@@ -134,3 +134,30 @@ def test_killed_writer_leaves_old_file(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", script], check=False)
     assert proc.returncode == -9
     assert target.read_text() == "old"
+
+
+def test_process_rank_reads_rank_then_slurm_procid_then_the_config(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from forgeml._core._env import is_rank_zero, process_rank
+
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.delenv("SLURM_PROCID", raising=False)
+    assert process_rank() == 0
+    assert process_rank({"rank": -1}) == 0  # --rank's default: not distributed
+    assert process_rank({"rank": 2}) == 2
+    monkeypatch.setenv("SLURM_PROCID", "3")
+    assert process_rank({"rank": 2}) == 3
+    monkeypatch.setenv("RANK", "0")
+    assert process_rank({"rank": 2}) == 0  # RANK comes first (a launcher inside Slurm)
+    assert is_rank_zero({"rank": 2})
+    monkeypatch.setenv("RANK", " ")  # empty: not set
+    assert not is_rank_zero()
+
+
+def test_format_duration() -> None:
+    from forgeml._core._format import format_duration
+
+    assert format_duration(2.345) == "2.3 s"
+    assert format_duration(75.9) == "1:15"
+    assert format_duration(3725.4) == "1:02:05"

@@ -4,6 +4,7 @@ labels files, and the ``forgeml models`` commands that read and add manifests.""
 from __future__ import annotations
 
 import json
+import logging
 import re
 import textwrap
 from pathlib import Path
@@ -110,6 +111,18 @@ def test_framework_aliases_and_string_form(tmp_path: Path) -> None:
     assert m.framework == "pytorch"
 
 
+def test_a_model_with_several_inputs_says_a_task_must_handle_them() -> None:
+    inputs = [{"name": "image", "shape": [4]}, {"name": "mask", "shape": [4]}]
+    m = parse_manifest(yaml.safe_load(manifest_text(inputs=inputs)))
+    with pytest.raises(EvalError) as info:
+        _ = m.input
+    assert str(info.value) == (
+        "Model 'tiny' has 2 inputs (image, mask), but this needs a model with one input. A "
+        "model with several inputs needs a task that prepares each of them (from "
+        "manifest.inputs)."
+    )
+
+
 @pytest.mark.parametrize(
     ("changes", "field", "message"),
     [
@@ -119,6 +132,16 @@ def test_framework_aliases_and_string_form(tmp_path: Path) -> None:
         ({"output": None}, "'output'", "must be a mapping"),
         ({"weights": None}, "'weights'", "must be a mapping"),
         ({"framework": {"version": ">=1"}}, "'framework.name'", "is required"),
+        (
+            {"framework": "pytroch"},
+            "'framework.name'",
+            "is not a known framework. Known: onnxruntime, pytorch, sklearn, tensorflow, ",
+        ),
+        ({"framework": "pytroch"}, "'framework.name'", "Got 'pytroch'. Did you mean 'pytorch'?"),
+        ({"framework": "../torch"}, "'framework.name'", "it becomes part of a file name"),
+        ({"name": "../../escaped"}, "'name'", "must start with a letter or digit"),
+        ({"name": "a/b"}, "'name'", "Got 'a/b'."),
+        ({"name": ".hidden"}, "'name'", "must start with a letter or digit"),
         ({"descripton": "x"}, "'descripton'", "Did you mean 'description'?"),
         (
             {"inputs": [{"shape": [4], "layout": "NHCW"}]},
@@ -319,6 +342,15 @@ def test_models_add_makes_paths_absolute_and_inlines_labels(tmp_path: Path, isol
     assert get_manifest("mine").source == copy
 
 
+def test_models_add_never_writes_outside_the_models_folder(tmp_path: Path, isolated: Path) -> None:
+    escaping = write(tmp_path / "evil.yml", manifest_text(name="../../escaped"))
+    result = invoke("models", "add", str(escaping))
+    assert result.exit_code == 1
+    assert f"Error: {escaping}: 'name' must start with a letter or digit" in result.output
+    assert not list(tmp_path.rglob("escaped*"))
+    assert not (isolated / "models").exists()
+
+
 def test_models_add_refuses_an_invalid_manifest(tmp_path: Path, isolated: Path) -> None:
     bad = write(tmp_path / "bad.yml", manifest_text(weights={"url": "https://x.org/m.dry"}))
     result = invoke("models", "add", str(bad))
@@ -327,13 +359,30 @@ def test_models_add_refuses_an_invalid_manifest(tmp_path: Path, isolated: Path) 
     assert not (isolated / "models").exists()
 
 
-def test_a_broken_manifest_in_a_search_folder_names_itself(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_broken_manifest_in_a_search_folder_is_skipped_with_a_warning(
+    tmp_path: Path,
+    isolated: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     bad = write(tmp_path / "extra" / "bad.yml", manifest_text(task=None))
+    broken = write(isolated / "models" / "broken.sklearn.yml", "name: x\ninputs: [a, b\n")
+    good = override(tmp_path / "extra", "still found", name="mine")
     monkeypatch.setenv("FORGEML_MODELS", str(tmp_path / "extra"))
+    with caplog.at_level(logging.WARNING, logger="forgeml.eval"):
+        found = find_manifests()
+    assert get_manifest("mine").source == good.absolute()  # the other models are still found
+    assert any(m.name == "digits_cnn" for m in found)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(
+        m.startswith(f"Skipping manifest '{bad}': {bad}: 'task' is required") for m in messages
+    )
+    assert any(m.startswith(f"Skipping manifest '{broken}': ") and "line" in m for m in messages)
     with pytest.raises(EvalError, match=re.escape(f"{bad}: 'task' is required")):
-        find_manifests()
+        load_manifest(bad)  # read on its own, it is an error
+    result = invoke("models", "add", str(bad))
+    assert result.exit_code == 1
+    assert f"{bad}: 'task' is required" in result.output
 
 
 # ----------------------------------------------------------------------------- lookups

@@ -402,7 +402,10 @@ def test_entries_open_no_archive_and_import_no_class(
 
 def test_an_index_row_whose_file_is_missing(repo: Repo, filled: dict[str, Object]) -> None:
     entry = repo.entry(filled["p1"].dry_id)
+    assert entry.local_file() == entry.file
     entry.file.unlink()
+    with pytest.raises(ObjectError, match="file is missing"):
+        entry.local_file()
     assert len(repo.get(Selector(Point, args=(1,)), load_objects=False)) == 1
     with pytest.raises(ObjectError, match=r"file is missing.*repo.delete"):
         repo.get(Selector(Point, args=(1,)))
@@ -422,6 +425,8 @@ def test_an_index_row_pointing_outside_the_repo(
         db.execute("UPDATE objects SET file = '../victim.dry' WHERE dry_id = ?", (dry_id,))
     with pytest.raises(ObjectError, match="outside its objects/ folder"):
         repo[dry_id]
+    with pytest.raises(ObjectError, match="outside its objects/ folder"):
+        repo.entry(dry_id).local_file()  # what forgeml.eval resolves repo weights with
     assert repo.delete(dry_id) == 1
     assert victim.read_bytes() == b"keep me"
 

@@ -139,7 +139,8 @@ def test_a_newer_schema_is_refused(stored: list[EvalResult]) -> None:
     conn = sqlite3.connect(db.path)
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     conn.close()
-    with pytest.raises(EvalError, match=r"schema version 2, written by a newer forgeml"):
+    newer = rf"schema version {SCHEMA_VERSION + 1}, written by a newer forgeml"
+    with pytest.raises(EvalError, match=newer):
         db.select()
     with pytest.raises(EvalError, match="Upgrade forgeml"):
         db.add(stored[0])

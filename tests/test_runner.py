@@ -22,7 +22,7 @@ import pytest
 from click.testing import CliRunner
 
 import eval_fixtures
-from forgeml import EvalError, RegistryError
+from forgeml import EvalError
 from forgeml.cli import cli
 from forgeml.eval import EvalResult, LatencyStats, ResultsDB, evaluate
 from forgeml.eval._stats import BUCKETS, LatencyHistogram, LatencyRecorder
@@ -241,7 +241,7 @@ def test_provenance_records_machine_libraries_and_threads(models: Path) -> None:
     assert p["cpu"]["model"]
     assert p["cpu"]["logical_cores"] >= 1
     assert "gpu" in p
-    assert p["gpu"] is None or isinstance(p["gpu"], str)
+    assert p["gpu"] is None  # a CPU run names no GPU, whatever the machine has
     assert p["versions"]["numpy"] == np.__version__
     assert p["versions"]["python"] == ".".join(map(str, sys.version_info[:3]))
     assert p["forgeml_version"] == forgeml.__version__
@@ -265,11 +265,35 @@ def test_provenance_records_the_git_commit(models: Path, tmp_path: Path) -> None
     (repo / "a.txt").write_text("a")
     git("add", "a.txt")
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "one")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(repo)
-        result = evaluate(MODEL, agent="numpy_linear", batch_size=150, store=False)
-    assert result.provenance["git_commit"] == git("rev-parse", "HEAD")
-    assert result.provenance["git_dirty"] is False
+    (repo / "notes.txt").write_text("untracked")
+
+    def provenance() -> dict[str, Any]:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.chdir(repo)
+            return evaluate(MODEL, agent="numpy_linear", batch_size=150, store=False).provenance
+
+    p = provenance()
+    assert p["git_commit"] == git("rev-parse", "HEAD")
+    # dirty means changed tracked files, as in tracked runs; untracked ones are counted
+    assert (p["git_dirty"], p["git_untracked"]) == (False, 1)
+    (repo / "a.txt").write_text("changed")
+    p = provenance()
+    assert (p["git_dirty"], p["git_untracked"]) == (True, 1)
+
+
+def test_provenance_names_the_gpu_of_the_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    from forgeml.eval._provenance import device_gpu
+
+    gpus = [{"index": i, "name": f"GPU {i}", "uuid": f"GPU-{i}a{i}b-0000"} for i in range(4)]
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert device_gpu("cpu", gpus) is None
+    assert device_gpu("cuda:2", gpus) == gpus[2]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,1")  # cuda:0 is driver GPU 3
+    assert device_gpu("cuda:0", gpus) == gpus[3]
+    assert device_gpu("cuda:1", gpus) == gpus[1]
+    assert device_gpu("cuda:2", gpus) is None
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-2a2b")  # a UUID prefix
+    assert device_gpu("cuda:0", gpus) == gpus[2]
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -339,8 +363,10 @@ def test_invalid_options_say_what_and_how(models: Path) -> None:
         evaluate(MODEL, agent="numpy_linear", num_warmup=-1)
     with pytest.raises(EvalError, match=r"'architecture' .* cpu, gpu or cuda:N. Got 'tpu'"):
         evaluate(MODEL, agent="numpy_linear", architecture="tpu")
-    with pytest.raises(RegistryError, match=r"Unknown agent 'numpy_lineer'.*'numpy_linear'"):
-        evaluate(MODEL, agent="numpy_lineer")
+    with pytest.raises(EvalError, match=r"Unknown agent 'numpy_lineer'.*'numpy_linear'"):
+        evaluate(MODEL, agent="numpy_lineer")  # the agents' own lookup: an EvalError
+    with pytest.raises(EvalError, match=r"Unknown task 'npz_clasification'.*'npz_classific"):
+        evaluate(MODEL, agent="numpy_linear", task="npz_clasification")
 
 
 def test_gpu_architecture_needs_a_gpu(models: Path) -> None:

@@ -285,6 +285,19 @@ def test_a_file_without_its_key_is_a_clear_error(isolated: Path) -> None:
     assert "holds no 'forgeml/secrets-key' entry" in result.stderr
 
 
+def test_set_on_a_file_whose_key_is_lost_makes_no_new_key(isolated: Path) -> None:
+    invoke("set", "DB_PASSWORD", input=VALUE)
+    written = isolated.read_bytes()
+    other = file_keyring(isolated.parent / "other-keyring")
+    keyring.set_keyring(other)  # the keyring entry is gone
+    result = invoke("set", "API_TOKEN", input="tok-123456")
+    assert result.exit_code == 1
+    assert "holds no 'forgeml/secrets-key' entry" in result.stderr
+    assert "FORGEML_SECRETS_KEY" in result.stderr
+    assert other.get_password("forgeml", "secrets-key") is None  # no key that cannot read it
+    assert isolated.read_bytes() == written
+
+
 # ----------------------------------------------------------------------------- jobs
 
 

@@ -236,6 +236,24 @@ def test_image_folder_labels_by_sorted_name_and_unknown_class(tmp_path: Path) ->
         image_task.load_dataset(tmp_path, manifest([4], labels=["b", "aa"]))
 
 
+def test_class_names_that_match_no_label_are_not_mapped_by_position(tmp_path: Path) -> None:
+    words = ("zero", "one", "two")
+    for name in words:  # sorted: one, two, zero; by position "one" would be label "0"
+        write_image(tmp_path / "words" / name / "x.png", (2, 2), 0)
+    digits = manifest([4], labels=["0", "1", "2"])
+    with pytest.raises(EvalError) as info:
+        image_task.load_dataset(tmp_path / "words", digits)
+    message = str(info.value)
+    assert "none of the dataset's classes (one, two, zero) is a label of model 'm'" in message
+    assert "(its labels: 0, 1, 2)" in message
+    assert "set the manifest's output.labels" in message
+    # bare indices as class names are the model's order, whatever its labels are called
+    for index in ("0", "1", "2"):
+        write_image(tmp_path / "indices" / index / "x.png", (2, 2), 0)
+    data = image_task.load_dataset(tmp_path / "indices", manifest([4], labels=list(words)))
+    assert [b.labels.tolist() for b in data.iter_batches(8) if b.labels is not None] == [[0, 1, 2]]
+
+
 def test_flat_image_folder_has_no_labels(tmp_path: Path) -> None:
     write_image(tmp_path / "one.png", (3, 3), 1, mode="RGB")
     write_image(tmp_path / "two.png", (3, 3), 2, mode="RGB")

@@ -38,7 +38,14 @@ from forgeml.track import TrackError, _offline, _run, _store
 from forgeml.track._values import config_params, param_value
 from repo_objects import Point
 
-_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME", "RANK", "WORLD_SIZE")
+_ENV = (
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_RUN_ID",
+    "MLFLOW_EXPERIMENT_NAME",
+    "RANK",
+    "SLURM_PROCID",
+    "WORLD_SIZE",
+)
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -342,6 +349,46 @@ def test_metrics_are_written_in_the_background(name: str) -> None:
         assert client().get_run(run.run_id).data.metrics == {"x": 1.0}
 
 
+def test_metrics_that_fail_to_send_stay_queued_and_the_queue_is_bounded(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow.exceptions import MlflowException
+
+    from forgeml.track import _values
+
+    original = MlflowClient.log_batch
+    calls = {"metrics": 0, "fail": True}
+
+    def refusing_after_the_first(self: MlflowClient, run_id: str, **kwargs: Any) -> Any:
+        if kwargs.get("metrics"):
+            calls["metrics"] += 1
+            if calls["fail"] and calls["metrics"] >= 2:
+                raise MlflowException("the store refused the batch")  # not a connection error
+        return original(self, run_id, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, "log_batch", refusing_after_the_first)
+    # Batches of 10 values, so 35 values (below the background thread's threshold) take 4.
+    monkeypatch.setattr(_run, "chunks", lambda items, size: _values.chunks(items, 10))
+    cfg = {"tracking": {"flush_interval": 3600, "log_system": False, "log_output": False}}
+    with track.start_run(name, cfg=cfg) as run:
+        for step in range(35):
+            run.log_metrics({"x": float(step)}, step=step)
+        with pytest.raises(TrackError, match="the store refused the batch"):
+            run.flush()
+        assert len(run._buffer) == 25  # the failed batch and the ones after it, in order
+        with pytest.raises(TrackError, match="the store refused the batch"):
+            run.flush()  # still failing: nothing lost, nothing sent twice
+        assert [row[3] for row in run._buffer] == list(range(10, 35))
+        monkeypatch.setattr(_run, "MAX_PENDING", 20)
+        with pytest.raises(TrackError, match=r"more than 20 values .* the 5 oldest were dropped"):
+            run.flush()
+        calls["fail"] = False
+        run.flush()
+        assert run._buffer == []
+    steps = [point.step for point in track.get_metrics(run.run_id)["x"]]
+    assert steps == [*range(10), *range(15, 35)]
+
+
 def test_no_active_run_warns_once_and_other_ranks_log_nothing(
     name: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -360,6 +407,11 @@ def test_no_active_run_warns_once_and_other_ranks_log_nothing(
     assert track.start_run(name, cfg={"rank": 2}).enabled is False
     track.end_run()
     monkeypatch.delenv("RANK")
+    monkeypatch.setenv("SLURM_PROCID", "3")  # a Slurm task: the same rule as notifications
+    assert track.start_run(name).enabled is False
+    track.end_run()
+    assert track.is_rank_zero() is False
+    monkeypatch.delenv("SLURM_PROCID")
     assert track.list_runs(name) == []
 
 
@@ -577,7 +629,7 @@ def test_runs_ls_show_compare(name: str) -> None:
 
     result = CliRunner().invoke(cli, ["runs", "show", "zzzz"], prog_name="forgeml")
     assert result.exit_code == 1
-    assert "No run 'zzzz'" in result.output
+    assert f"No run 'zzzz' in the tracking store {track.embedded_uri()}." in result.output
     assert "No runs in experiment 'nope'" in invoke("runs", "ls", "-e", "nope").output
     assert invoke("track", "uri").output.strip() == track.embedded_uri()
 

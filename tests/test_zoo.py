@@ -484,6 +484,24 @@ def test_repo_weights_select_exactly_one_object(tmp_path: Path) -> None:
         resolve_weights(missing)
 
 
+def test_repo_weights_outside_the_repos_objects_folder_are_refused(tmp_path: Path) -> None:
+    import sqlite3
+
+    from repo_objects import Point
+
+    repo = Repo(tmp_path / "models" / "repo", create=True)
+    dry_id = repo.add_object(Point(1))
+    victim = tmp_path / "models" / "victim.dry"
+    repo.entry(dry_id).file.replace(victim)
+    with sqlite3.connect(repo.directory / "index.sqlite") as db:
+        db.execute("UPDATE objects SET file = '../../victim.dry' WHERE dry_id = ?", (dry_id,))
+    manifest = load_manifest(
+        path_manifest(tmp_path / "models", "{repo: repo, selector: {cls: Point}}")
+    )
+    with pytest.raises(EvalError, match=r"weights.repo: .*outside its objects/ folder"):
+        resolve_weights(manifest)
+
+
 def test_repo_weights_on_s3_are_fetched_into_the_cache(
     s3_env: str, cache: Path, tmp_path: Path
 ) -> None:

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
+
+#: Where :func:`process_rank` looks, in order: the first one set to an integer wins.
+RANK_VARIABLES = ("RANK", "SLURM_PROCID")
 
 
 def forgeml_home() -> Path:
@@ -41,3 +46,31 @@ def _dev_entries() -> list[str]:
         return [n for n in os.listdir("/dev") if n.startswith("nvidia")]
     except OSError:
         return []
+
+
+def process_rank(cfg: Mapping[str, Any] | None = None) -> int:
+    """This process's global rank in a distributed run (0 when it is not part of one).
+
+    Looked up in this order, the first one that holds an integer winning:
+
+    1. ``$RANK`` (torchrun, ``app.run --dist torch`` workers, most launchers);
+    2. ``$SLURM_PROCID`` (a Slurm task; a launcher inside it sets ``RANK``);
+    3. ``cfg["rank"]`` (``--rank``, set by ``app.run`` in its workers; negative: unset).
+    """
+    for name in RANK_VARIABLES:
+        value = os.environ.get(name, "").strip()
+        if value.lstrip("-").isdigit():
+            return max(int(value), 0)
+    rank = cfg.get("rank") if cfg is not None else None
+    if isinstance(rank, bool):
+        return 0
+    try:
+        return max(int(rank), 0) if rank is not None else 0
+    except (TypeError, ValueError):
+        return 0
+
+
+def is_rank_zero(cfg: Mapping[str, Any] | None = None) -> bool:
+    """True in the process that logs, posts and writes for a run: rank 0 (see
+    :func:`process_rank`), or a process that is not part of a distributed run."""
+    return process_rank(cfg) == 0

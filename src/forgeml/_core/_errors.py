@@ -53,6 +53,10 @@ class EvalError(ForgeMLError):
     """A model, agent, task, dataset or evaluation is invalid (``forgeml.eval``)."""
 
 
+class ExportError(ForgeMLError):
+    """A model cannot be exported, or its export fails the parity check (``forgeml.export``)."""
+
+
 class NotifyError(ForgeMLError, ValueError):
     """A notification cannot be configured (``forgeml.notify``); failed posts never raise."""
 
@@ -81,6 +85,7 @@ for _error in (
     StoreError,
     HubError,
     EvalError,
+    ExportError,
     NotifyError,
     SecretsError,
     TrackError,

@@ -29,7 +29,13 @@ def setup_logging(cfg: Config, rank: int | None = None, *, console: bool = True)
 
     ``-L``/``--logging`` (or ``--logfile``, or daemon mode) adds a file handler
     at ``<script>-<pid>[-rank<r>].log``. Handlers from an earlier call are replaced.
+
+    Every process of a run sets up its logging here (the launcher, a daemon after
+    it detaches, each distributed worker), so this is also where the secrets
+    handed to the job (``forgeml secrets env``) start being masked in its logs
+    and tracebacks.
     """
+    _mask_secrets_if_any()
     root = logging.getLogger()
     for handler in [h for h in root.handlers if getattr(h, _MARK, False)]:
         root.removeHandler(handler)
@@ -57,3 +63,11 @@ def setup_logging(cfg: Config, rank: int | None = None, *, console: bool = True)
         root.addHandler(handler)
     logging.captureWarnings(True)
     return logfile
+
+
+def _mask_secrets_if_any() -> None:
+    """Mask secrets handed to this job (``$FORGEML_SECRET_NAMES``) in its logs and tracebacks."""
+    if os.environ.get("FORGEML_SECRET_NAMES"):
+        from forgeml.secrets import install_log_masking
+
+        install_log_masking()

@@ -46,17 +46,8 @@ def apply_gpu_visibility(cfg: Mapping[str, Any]) -> None:
     os.environ["CUDA_VISIBLE_DEVICES"] = visible
 
 
-def _mask_secrets_if_any() -> None:
-    """Mask secrets handed to this job (``forgeml secrets env``) in its logs and tracebacks."""
-    if os.environ.get("FORGEML_SECRET_NAMES"):
-        from forgeml.secrets import install_log_masking
-
-        install_log_masking()
-
-
 def prepare_process(cfg: Config, rank: int | None = None) -> None:
-    """Logging and seeding for one process of a run."""
-    _mask_secrets_if_any()
+    """Logging (secrets masked) and seeding for one process of a run."""
     logfile = setup_logging(cfg, rank, console=not cfg.get("daemon"))
     if logfile is not None:
         log.info("logging to %s", logfile)
@@ -83,7 +74,6 @@ def run(
         call = functools.partial(_call_with_params, main, args, kwargs)
     else:
         call = functools.partial(_call_main, main, args, kwargs)
-    _mask_secrets_if_any()
     merged = run_defaults().merge(cfg)
     dist = merged.get("dist")
     try:

@@ -14,7 +14,11 @@ from forgeml._version import __version__
 #: name -> ("module:attribute", one-line help shown by ``forgeml --help``)
 COMMANDS: dict[str, tuple[str, str]] = {
     "config": ("forgeml.cli.config:config", "Show resolved configuration files."),
-    "eval": ("forgeml.cli.eval:eval_command", "Evaluate a model (or a matrix): accuracy, latency, throughput."),
+    "eval": ("forgeml.cli.eval:eval_command", "Evaluate models: accuracy, latency, throughput."),
+    "export": (
+        "forgeml.cli.export:export_command",
+        "Export a model to ONNX, TorchScript or TensorRT, checked against it.",
+    ),
     "models": ("forgeml.cli.models:models", "List, show, add and build models (the zoo)."),
     "ps": ("forgeml.cli.daemons:ps", "List daemons started with -d/--daemon."),
     "repo": ("forgeml.cli.repo:repo", "List, show and remove objects stored in a Repo."),

@@ -24,18 +24,16 @@ def ps(as_json: bool) -> None:
     if not records:
         click.echo("No forgeml daemons are running.")
         return
-    from rich.console import Console
     from rich.table import Table
+
+    from forgeml._core._format import format_duration
+    from forgeml.cli._output import print_table
 
     table = Table("PID", "NAME", "UPTIME", "CWD", "LOG", box=None)
     now = time.time()
     for r in records:
-        table.add_row(str(r.pid), r.name, _duration(now - r.started), r.cwd, r.logfile)
-    console = Console()
-    if not console.is_terminal:
-        # Piped (grep, awk, a file): one line per daemon, paths never cut short.
-        console = Console(width=100_000)
-    console.print(table)
+        table.add_row(str(r.pid), r.name, format_duration(now - r.started), r.cwd, r.logfile)
+    print_table(table)
 
 
 @click.command()
@@ -69,10 +67,3 @@ def stop(targets: tuple[str, ...], timeout: float, force: bool) -> None:
             f"Daemon(s) {pids} still running {timeout:g} s after SIGTERM. "
             f"Use 'forgeml stop --force {pids}' to SIGKILL them."
         )
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}"

@@ -1,8 +1,8 @@
 """``forgeml eval``: evaluate a model with an agent on a dataset, and record the result.
 
 Every option is also spelled with underscores (``--model_name``), as
-MLModelScope users type them. ``forgeml eval matrix SPEC.yml`` evaluates models ×
-agents × batch sizes × datasets (see :mod:`forgeml.eval._matrix`): ``eval`` is a
+MLModelScope users type them. ``forgeml eval matrix SPEC.yml`` evaluates models x
+agents x batch sizes x datasets (see :mod:`forgeml.eval._matrix`): ``eval`` is a
 group whose own options run one evaluation when no subcommand is given.
 """
 
@@ -177,7 +177,9 @@ def eval_command(
         console.print(f"recorded as {result.id[:12]} (forgeml results show {result.id[:12]})")
 
 
-@eval_command.command("matrix")
+@eval_command.command(
+    "matrix", short_help="Evaluate models x agents x batch sizes x datasets from a YAML spec."
+)
 @click.argument("spec", metavar="SPEC.yml", type=click.Path(exists=True, dir_okay=False))
 @click.option(
     "--jobs",
@@ -207,8 +209,8 @@ def matrix(spec: str, jobs: int | None, force: bool, dry_run: bool, as_json: boo
 
     A model without a manifest for an agent, or an agent that cannot run here
     (package missing), is skipped with a note. Results go to the results
-    database; an entry it already holds (same model, framework, agent, task,
-    dataset, batch size, device, num_batches, num_warmup and threads, recorded
+    database; an entry it already holds (same model and version, framework, agent,
+    task, dataset, batch size, device, num_batches, num_warmup and threads, recorded
     on this host by an earlier matrix) is not run again unless --force is given,
     so an interrupted matrix resumes where it stopped. A failed entry does not
     stop the others; the exit status is 1 when any failed. A summary table
@@ -223,7 +225,7 @@ def matrix(spec: str, jobs: int | None, force: bool, dry_run: bool, as_json: boo
     import json
 
     from forgeml.eval import MatrixOutcome, ResultsDB, load_matrix, run_matrix
-    from forgeml.eval._matrix import FAILED, RAN, stored_results
+    from forgeml.eval._matrix import FAILED, stored_results
 
     the_spec = load_matrix(spec)
     if dry_run:
@@ -256,19 +258,19 @@ def matrix(spec: str, jobs: int | None, force: bool, dry_run: bool, as_json: boo
         width = len(str(total))
         click.echo(f"[{done:>{width}}/{total}] {outcome.entry.label}: {_outcome_text(outcome)}")
 
-    run = run_matrix(the_spec, jobs=jobs, force=force, progress=progress)
+    def echo(text: str) -> None:
+        click.echo(text, err=as_json)
+
+    run = run_matrix(the_spec, jobs=jobs, force=force, progress=progress, echo=echo)
     if as_json:
         click.echo(json.dumps(run.to_dict(), indent=2))
     else:
-        from rich.console import Console
+        from forgeml.cli._output import print_table
 
-        console = Console(highlight=False)
-        if not console.is_terminal:
-            console = Console(width=max(console.width, 160), highlight=False)
         click.echo("")
-        console.print(run.renderable())
-        if run.count(RAN) or run.count("stored"):
-            console.print(
+        print_table(run.renderable())
+        if run.results:
+            click.echo(
                 "Compare them: forgeml results compare --by framework; "
                 "report: forgeml report -o report.html"
             )

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from forgeml._core._errors import CLIError
+from forgeml.cli._output import print_table
 
 if TYPE_CHECKING:
     from forgeml.eval import Manifest
@@ -72,7 +73,7 @@ def ls(task: str | None, framework: str | None, as_json: bool) -> None:
     for r in records:
         built = "-" if r["built"] is None else ("yes" if r["built"] else "no")
         table.add_row(r["name"], r["framework"], r["task"], r["version"], r["weights"], built)
-    _print(table)
+    print_table(table)
 
 
 @models.command("show")
@@ -91,17 +92,10 @@ def show(name: str, framework: str | None, as_json: bool) -> None:
       forgeml models show digits_logreg
       forgeml models show iris_classifier --framework sklearn --json
     """
-    from forgeml.eval import find_manifests, get_manifest
+    from forgeml.eval import get_manifest
     from forgeml.eval._weights import weights_status
 
-    if framework is None:
-        several = sorted(m.framework for m in find_manifests() if m.name == name)
-        if len(several) > 1:
-            raise CLIError(
-                f"Model '{name}' exists for several frameworks ({', '.join(several)}); pick "
-                f"one with --framework."
-            )
-    manifest = get_manifest(name, framework)
+    manifest = get_manifest(name, framework, pick="pick one with --framework")
     status = weights_status(manifest)
     if as_json:
         record = {
@@ -146,7 +140,14 @@ def add(file: str) -> None:
 
     manifest = load_manifest(file)
     previous = next((m for m in find_manifests() if m.key == manifest.key), None)
-    target = forgeml_home() / "models" / f"{manifest.name}.{manifest.framework}.yml"
+    models_dir = forgeml_home() / "models"
+    target = models_dir / f"{manifest.name}.{manifest.framework}.yml"
+    # The manifest's name and framework are checked to be plain names; stay in the folder.
+    if target.resolve().parent != models_dir.resolve():
+        raise CLIError(
+            f"Refusing to add {file}: its name '{manifest.name}' and framework "
+            f"'{manifest.framework}' would write {target}, outside {models_dir}."
+        )
     header = f"# Added by 'forgeml models add' from {manifest.source}\n"
     atomic_write_text(target, header + dump_manifest(_portable(manifest)))
     click.echo(f"added {manifest.name} ({manifest.framework}) as {target}")
@@ -278,12 +279,3 @@ def _yaml(data: Any) -> str:
     Dumper.add_representer(list, represent_list)
     text: str = yaml.dump(data, Dumper=Dumper, sort_keys=False, allow_unicode=True, width=100)
     return text
-
-
-def _print(table: Any) -> None:
-    from rich.console import Console
-
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=100_000)  # piped: one line per row, never cut short
-    console.print(table)

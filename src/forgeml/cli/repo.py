@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from forgeml._core._errors import CLIError
+from forgeml.cli._output import print_table
 
 if TYPE_CHECKING:
     from forgeml.objects import Repo, RepoEntry
@@ -58,7 +59,7 @@ def ls(directory: str, cls: str | None, tags: tuple[str, ...], as_json: bool) ->
     for e in entries:
         created = e.created.isoformat(sep=" ", timespec="seconds").replace("+00:00", "Z")
         table.add_row(e.dry_id, e.cls, _summarize(e.encoded), ",".join(e.tags), created)
-    _print(table)
+    print_table(table)
 
 
 @repo.command("show")
@@ -128,7 +129,7 @@ def show(directory: str, dry_id: str, as_json: bool) -> None:
     table = Table("  NAME", "SIZE", "STORED", box=None)
     for m in members:
         table.add_row(f"  {m['name']}", _size(m["size"]), _size(m["compressed_size"]))
-    _print(table)
+    print_table(table)
 
 
 @repo.command("rm")
@@ -183,16 +184,6 @@ def _selector(cls: str | None) -> Any:
     from forgeml.objects import Selector
 
     return Selector(cls)
-
-
-def _print(table: Any) -> None:
-    from rich.console import Console
-
-    console = Console()
-    if not console.is_terminal:
-        # Piped (grep, awk, a file): one line per row, never cut short.
-        console = Console(width=100_000)
-    console.print(table)
 
 
 def _record(entry: RepoEntry) -> dict[str, Any]:

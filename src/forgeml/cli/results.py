@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from forgeml.cli._output import print_table
+
 if TYPE_CHECKING:
     from forgeml.eval import EvalResult
 
@@ -42,16 +44,6 @@ def _select(limit: int | None = None, newest_first: bool = False, **filters: Any
 
         filters["framework"] = canonical_framework(filters["framework"])
     return list(_db().select(limit=limit, newest_first=newest_first, **filters))
-
-
-def _print(renderable: Any) -> None:
-    from rich.console import Console
-
-    console = Console(highlight=False)
-    if not console.is_terminal:
-        # Piped (grep, awk, a file): one line per row, never cut short.
-        console = Console(width=100_000, highlight=False)
-    console.print(renderable)
 
 
 def _num(value: Any, digits: int = 3) -> str:
@@ -125,7 +117,7 @@ def ls(limit: int | None, as_json: bool, as_csv: bool, **filters: Any) -> None:
             _num(r.throughput, 1),
             f"{metric[0]}={metric[1]:.4f}" if metric else "-",
         )
-    _print(table)
+    print_table(table)
 
 
 @results.command("show")
@@ -145,7 +137,7 @@ def show(eval_id: str, as_json: bool) -> None:
     if as_json:
         click.echo(result.to_json())
         return
-    _print(result.renderable())
+    print_table(result.renderable())
     _print_provenance(result)
 
 
@@ -269,7 +261,7 @@ def compare(
                 if row["main_metric_delta"] is not None
                 else "-",
             )
-    _print(table)
+    print_table(table)
     click.echo(f"* baseline of its group. {comparison.by} varies within a group.")
 
 

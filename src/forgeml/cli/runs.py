@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from forgeml._core._errors import CLIError
+from forgeml._core._format import format_duration
+from forgeml.cli._output import print_table
 
 if TYPE_CHECKING:
     from forgeml.track import MetricPoint, RunRecord
@@ -76,7 +78,7 @@ def ls(
             _duration(r.duration),
             *(_number(r.metrics.get(name)) for name in metric_names),
         )
-    _print(table)
+    print_table(table)
 
 
 @runs.command("show")
@@ -136,7 +138,7 @@ def show(run_id: str | None, experiment: str | None, uri: str | None, as_json: b
         table = Table("  KEY", "VALUE", box=None)
         for key, value in record.params.items():
             table.add_row(f"  {key}", value)
-        _print(table)
+        print_table(table)
     if history:
         click.echo("metrics:")
         table = Table("  KEY", "LAST", "MIN", "MAX", "STEP", "VALUES", box=None)
@@ -151,7 +153,7 @@ def show(run_id: str | None, experiment: str | None, uri: str | None, as_json: b
                 str(last.step),
                 str(len(points)),
             )
-        _print(table)
+        print_table(table)
     if artifacts:
         click.echo("files:")
         for path in artifacts:
@@ -230,7 +232,7 @@ def compare(
         table.add_row(key, *(_text(texts[i]) for i in ids))
     for key, numbers in metrics.items():
         table.add_row(key, *(_number(numbers[i]) for i in ids))
-    _print(table)
+    print_table(table)
     if not params and len(records) > 1:
         click.echo("(the runs have the same params; --all lists them)")
 
@@ -280,13 +282,7 @@ def _started(record: RunRecord) -> str:
 
 
 def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}"
+    return "-" if seconds is None else format_duration(seconds)
 
 
 def _number(value: float | None) -> str:
@@ -295,12 +291,3 @@ def _number(value: float | None) -> str:
 
 def _text(value: Any) -> str:
     return "-" if value is None else str(value)
-
-
-def _print(table: Any) -> None:
-    from rich.console import Console
-
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=100_000)  # piped: one line per row, never cut short
-    console.print(table)

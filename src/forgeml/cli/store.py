@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import click
+
+from forgeml.cli._output import print_table
 
 _PROGRESS_HELP = "Show a progress bar for transfers over 8 MB (default: when stderr is a terminal)."
 
@@ -57,7 +58,7 @@ def ls(url: str, recursive: bool, as_json: bool) -> None:
         table.add_row(
             "-" if e.is_dir else _size(e.size), modified, e.url + ("/" if e.is_dir else "")
         )
-    _print(table)
+    print_table(table)
 
 
 @store.command("get")
@@ -145,15 +146,6 @@ def du(url: str, as_json: bool) -> None:
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def _print(table: Any) -> None:
-    from rich.console import Console
-
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=100_000)  # piped: one line per row, never cut short
-    console.print(table)
 
 
 def _size(n: int) -> str:

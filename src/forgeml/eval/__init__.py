@@ -24,7 +24,6 @@ from forgeml.eval._manifest import (
     manifest_dirs,
     parse_manifest,
 )
-from forgeml.eval._protocols import Agent, Batch, EvalData, Metrics, Predictor, Task
 from forgeml.eval._matrix import (
     MatrixEntry,
     MatrixOutcome,
@@ -33,6 +32,7 @@ from forgeml.eval._matrix import (
     load_matrix,
     run_matrix,
 )
+from forgeml.eval._protocols import Agent, Batch, EvalData, Metrics, Predictor, Task
 from forgeml.eval._registries import AGENTS, TASKS
 from forgeml.eval._report import render_report, write_report
 from forgeml.eval._results import Comparison, ResultsDB, compare, results_path

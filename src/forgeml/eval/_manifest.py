@@ -22,13 +22,17 @@ converts it to ``dtype`` and arranges it in ``layout``.
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from forgeml._core._errors import EvalError, did_you_mean
+
+log = logging.getLogger("forgeml.eval")
 
 LAYOUTS = ("NCHW", "NHWC", "flat")
 COLOR_MODES = ("grayscale", "rgb", "bgr")
@@ -44,13 +48,44 @@ FRAMEWORK_ALIASES = {
     "ort": "onnxruntime",
     "trt": "tensorrt",
 }
-FRAMEWORK_NAMES = ("onnxruntime", "pytorch", "sklearn", "tensorflow", "tensorrt", "xgboost")
+FRAMEWORK_NAMES = (
+    "onnxruntime",
+    "pytorch",
+    "sklearn",
+    "tensorflow",
+    "tensorrt",
+    "torchscript",
+    "xgboost",
+)
+#: What a model's name and framework may look like: they become file names
+#: (``forgeml models add`` writes ``<name>.<framework>.yml``).
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 def canonical_framework(name: str) -> str:
     """``"torch"`` -> ``"pytorch"``, ``"keras"`` -> ``"tensorflow"``; unknown names kept."""
     lowered = str(name).strip().lower()
     return FRAMEWORK_ALIASES.get(lowered, lowered)
+
+
+def known_frameworks() -> list[str]:
+    """The frameworks manifests may name: the built-in ones, plus those of the other agents
+    registered (``AGENTS.register`` or the entry-point group ``forgeml.agent``).
+
+    An agent that cannot be loaded counts by its registry name.
+    """
+    from forgeml.eval._registries import AGENTS
+
+    known = set(FRAMEWORK_NAMES)
+    for name in AGENTS.names():
+        if name in FRAMEWORK_NAMES:
+            continue
+        try:
+            framework = getattr(AGENTS.load(name), "framework", None) or name
+        except Exception:  # a broken plugin must not break every manifest
+            framework = name
+        known.add(canonical_framework(str(framework)))
+    return sorted(known)
 
 
 @dataclass(frozen=True)
@@ -116,8 +151,11 @@ class Manifest:
     def input(self) -> InputSpec:
         """The only input (most models have one)."""
         if len(self.inputs) != 1:
+            names = ", ".join(i.name for i in self.inputs)
             raise EvalError(
-                f"Model '{self.name}' has {len(self.inputs)} inputs; name the one you want."
+                f"Model '{self.name}' has {len(self.inputs)} inputs ({names}), but this needs "
+                f"a model with one input. A model with several inputs needs a task that "
+                f"prepares each of them (from manifest.inputs)."
             )
         return self.inputs[0]
 
@@ -178,10 +216,12 @@ class Manifest:
 class _Reader:
     """Validates one manifest document, naming the file and field in every error."""
 
-    def __init__(self, where: str, base: Path) -> None:
+    def __init__(self, where: str, base: Path, frameworks: Iterable[str] = ()) -> None:
         self.where = where
         #: The folder relative paths in the manifest start from (the manifest's own).
         self.base = base
+        #: Frameworks accepted besides :func:`known_frameworks` (an unregistered agent's).
+        self.frameworks = {canonical_framework(f) for f in frameworks}
 
     def fail(self, field_name: str, problem: str) -> EvalError:
         return EvalError(f"{self.where}: '{field_name}' {problem}")
@@ -200,6 +240,32 @@ class _Reader:
         if not isinstance(value, str | int | float) or isinstance(value, bool) or value == "":
             raise self.fail(f"{path}{key}", f"must be a non-empty string. Got {value!r}.")
         return str(value)
+
+    def safe_name(self, value: str, field_name: str) -> str:
+        """``value`` when it can be part of a file name (no path separators, no ``..``)."""
+        if not SAFE_NAME.fullmatch(value):
+            raise self.fail(
+                field_name,
+                f"must start with a letter or digit and hold only letters, digits, '_', "
+                f"'.' and '-' (it becomes part of a file name). Got {value!r}.",
+            )
+        return value
+
+    def framework(self, data: Mapping[str, Any]) -> str:
+        """The canonical framework name, one of :func:`known_frameworks`."""
+        name = canonical_framework(self.text(data, "name", "framework."))
+        self.safe_name(name, "framework.name")
+        if name not in FRAMEWORK_NAMES and name not in self.frameworks:
+            known = known_frameworks()
+            if name not in known:
+                raise self.fail(
+                    "framework.name",
+                    f"is not a known framework. Known: {', '.join(known)} (or an alias: "
+                    f"{', '.join(sorted(FRAMEWORK_ALIASES))}). Got {name!r}."
+                    + did_you_mean(name, [*known, *FRAMEWORK_ALIASES])
+                    + " HINT: register an agent for another framework (forgeml.eval.AGENTS).",
+                )
+        return name
 
     def choice(self, value: str, options: Sequence[str], field_name: str) -> str:
         if value not in options:
@@ -241,10 +307,10 @@ class _Reader:
         if not isinstance(inputs, list) or not inputs:
             raise self.fail("inputs", "must be a list of inputs (shape, dtype, layout, ...).")
         return Manifest(
-            name=self.text(data, "name", ""),
+            name=self.safe_name(self.text(data, "name", ""), "name"),
             version=self.text(data, "version", "", required=False) or "1",
             task=self.text(data, "task", ""),
-            framework=canonical_framework(self.text(framework, "name", "framework.")),
+            framework=self.framework(framework),
             framework_version=self.text(framework, "version", "framework.", required=False),
             description=self.text(data, "description", "", required=False) or "",
             inputs=tuple(self.input(i, n) for n, i in enumerate(inputs)),
@@ -382,19 +448,25 @@ class _Reader:
                 raise self.fail(f"weights.selector.{key}", f"must be {what}. Got {value!r}.")
 
 
-def parse_manifest(data: Any, *, source: str | os.PathLike[str] | None = None) -> Manifest:
+def parse_manifest(
+    data: Any, *, source: str | os.PathLike[str] | None = None, frameworks: Iterable[str] = ()
+) -> Manifest:
     """Validate manifest data (a mapping, as read from YAML).
 
     Relative paths in it (``output.labels_file``) start from ``source``'s folder,
-    or from the working directory when there is no ``source``.
+    or from the working directory when there is no ``source``. Its framework must
+    be one of :func:`known_frameworks`, or of ``frameworks`` (e.g. the framework of
+    an agent object that is not registered).
     """
     where = str(source) if source is not None else "manifest"
     base = Path(source).absolute().parent if source is not None else Path.cwd()
-    return _Reader(where, base).read(data, Path(source) if source is not None else None)
+    reader = _Reader(where, base, frameworks)
+    return reader.read(data, Path(source) if source is not None else None)
 
 
-def load_manifest(path: str | os.PathLike[str]) -> Manifest:
-    """Read and validate a manifest file (safe YAML only)."""
+def load_manifest(path: str | os.PathLike[str], *, frameworks: Iterable[str] = ()) -> Manifest:
+    """Read and validate a manifest file (safe YAML only); ``frameworks``: see
+    :func:`parse_manifest`."""
     from forgeml._core._errors import ConfigError
     from forgeml.config._loader import parse_yaml
 
@@ -407,7 +479,7 @@ def load_manifest(path: str | os.PathLike[str]) -> Manifest:
         data = parse_yaml(text, path=file)
     except ConfigError as exc:
         raise EvalError(f"Manifest {exc}") from None
-    return parse_manifest(data, source=file)
+    return parse_manifest(data, source=file, frameworks=frameworks)
 
 
 def dump_manifest(manifest: Manifest) -> str:
@@ -430,19 +502,34 @@ def manifest_dirs() -> list[Path]:
 
 
 def find_manifests(dirs: Iterable[Path] | None = None) -> list[Manifest]:
-    """Every manifest in the search folders; later folders override earlier ones by key."""
+    """Every manifest in the search folders; later folders override earlier ones by key.
+
+    A file that is not a valid manifest is skipped with a warning (logger
+    ``forgeml.eval``) naming it and what is wrong, so one bad file does not hide
+    every other model; :func:`load_manifest` reports it as an error.
+    """
     found: dict[tuple[str, str], Manifest] = {}
     for directory in manifest_dirs() if dirs is None else dirs:
         if not directory.is_dir():
             continue
         for path in sorted([*directory.glob("*.yml"), *directory.glob("*.yaml")]):
-            manifest = load_manifest(path)
+            try:
+                manifest = load_manifest(path)
+            except EvalError as exc:
+                log.warning("Skipping manifest '%s': %s", path, exc)
+                continue
             found[manifest.key] = manifest
     return sorted(found.values(), key=lambda m: m.key)
 
 
-def get_manifest(name: str, framework: str | None = None) -> Manifest:
-    """The manifest of model ``name`` (for ``framework``, when several frameworks have it)."""
+def get_manifest(
+    name: str, framework: str | None = None, *, pick: str = "name the agent"
+) -> Manifest:
+    """The manifest of model ``name`` (for ``framework``, when several frameworks have it).
+
+    ``pick`` is what the error for a name that several frameworks have, and no
+    ``framework``, tells the caller to do (a command says which option to use).
+    """
     manifests = find_manifests()
     matches = [m for m in manifests if m.name == name]
     if not matches:
@@ -463,5 +550,5 @@ def get_manifest(name: str, framework: str | None = None) -> Manifest:
         return chosen[0]
     if len(matches) > 1:
         have = ", ".join(sorted(m.framework for m in matches))
-        raise EvalError(f"Model '{name}' exists for several frameworks ({have}); name the agent.")
+        raise EvalError(f"Model '{name}' exists for several frameworks ({have}); {pick}.")
     return matches[0]

@@ -1,4 +1,4 @@
-"""Evaluation matrices: models × agents × batch sizes × datasets, from one YAML spec.
+"""Evaluation matrices: models x agents x batch sizes x datasets, from one YAML spec.
 
 A spec names what to evaluate; :func:`run_matrix` expands it into entries, skips
 the entries the results database already holds, and evaluates the others, one
@@ -18,8 +18,9 @@ A model with no manifest for a named agent, and an agent whose packages are not
 installed, are skipped with a note, not an error.
 
 Resuming: each result the matrix stores records its request under
-``provenance["matrix"]``; its key is model, framework, agent, task, dataset,
-batch size, device, ``num_batches``, ``num_warmup`` and ``threads``. An entry is
+``provenance["matrix"]``; its key is model (and its manifest's version), framework,
+agent, task, dataset, batch size, device, ``num_batches``, ``num_warmup`` and
+``threads``. An entry is
 skipped when a result with the same key, recorded on this host, is in the
 database (``force=True`` runs it again). Results of plain ``forgeml eval`` runs
 do not record what was asked (``num_batches`` in particular), so they never count.
@@ -66,7 +67,7 @@ _STDERR_LINES = 15
 
 @dataclass(frozen=True)
 class MatrixSpec:
-    """What to evaluate: models × agents × batch sizes × datasets, and how.
+    """What to evaluate: models x agents x batch sizes x datasets, and how.
 
     ``agents=None``: every framework each model has a manifest for (the agent
     named after it). ``datasets=None``: each model's own held-out dataset.
@@ -162,7 +163,7 @@ class MatrixSpec:
                     if not chosen:
                         have = ", ".join(sorted(m.framework for m in versions))
                         notes.append(
-                            f"{name} × {agent}: skipped, the model has no {framework} "
+                            f"{name} x {agent}: skipped, the model has no {framework} "
                             f"manifest (it exists for {have})."
                         )
                         continue
@@ -170,7 +171,7 @@ class MatrixSpec:
             for agent, manifest in pairs:
                 reason = agents.unavailable(agent)
                 if reason is not None:
-                    notes.append(f"{name} × {agent}: skipped, the agent cannot run here: {reason}")
+                    notes.append(f"{name} x {agent}: skipped, the agent cannot run here: {reason}")
                     continue
                 datasets: Sequence[str | None] = self.datasets or (None,)
                 for dataset in datasets:
@@ -178,7 +179,7 @@ class MatrixSpec:
                         try:
                             dataset_name = default_dataset(manifest)
                         except EvalError as exc:
-                            notes.append(f"{name} × {agent}: skipped, {exc}")
+                            notes.append(f"{name} x {agent}: skipped, {exc}")
                             continue
                     else:
                         dataset_name = dataset
@@ -186,6 +187,7 @@ class MatrixSpec:
                         entries.append(
                             MatrixEntry(
                                 model=manifest.name,
+                                model_version=manifest.version,
                                 framework=manifest.framework,
                                 agent=agent,
                                 task=manifest.task,
@@ -197,6 +199,7 @@ class MatrixSpec:
                                 threads=self.threads,
                                 model_ref=ref if ref is not None else manifest.name,
                                 dataset_path=self._dataset_path(dataset),
+                                manifest=manifest,
                             )
                         )
         return entries, notes
@@ -327,8 +330,12 @@ class MatrixEntry:
     threads: int | None = None
     #: What is passed to evaluate: the model's name, or its manifest's path.
     model_ref: str = ""
+    #: The manifest's version of the model.
+    model_version: str = "1"
     #: The dataset's path when it is one on disk (else the dataset is a bundled name).
     dataset_path: str | None = None
+    #: The model's manifest, when the entry came from a spec.
+    manifest: Manifest | None = field(default=None, compare=False, repr=False)
 
     @property
     def key(self) -> str:
@@ -336,6 +343,7 @@ class MatrixEntry:
         return "|".join(
             [
                 self.model,
+                f"v{self.model_version}",
                 self.framework,
                 self.agent,
                 self.task,
@@ -401,6 +409,7 @@ class MatrixEntry:
         return {
             "key": self.key,
             "model": self.model,
+            "model_version": self.model_version,
             "framework": self.framework,
             "agent": self.agent,
             "task": self.task,
@@ -478,8 +487,7 @@ class MatrixRun:
         parts = [f"{len(self.outcomes)} entries: {self.count(RAN)} ran"]
         stored = self.count(STORED)
         parts.append(
-            f"{stored} already in the database"
-            + (" (--force runs them again)" if stored else "")
+            f"{stored} already in the database" + (" (--force runs them again)" if stored else "")
         )
         parts.append(f"{self.count(FAILED)} failed")
         skipped = f"; {len(self.notes)} combination(s) skipped" if self.notes else ""
@@ -559,6 +567,7 @@ def run_matrix(
     db: Any = None,
     track: bool | str = True,
     progress: MatrixProgress | None = None,
+    echo: Callable[[str], None] | None = None,
 ) -> MatrixRun:
     """Evaluate every entry of ``spec`` (a :class:`MatrixSpec` or a YAML file) that the
     results database does not hold yet, store each result, and return what became of each.
@@ -572,15 +581,22 @@ def run_matrix(
         db: the :class:`~forgeml.eval.ResultsDB` (default: ``$FORGEML_HOME/results.db``).
         track: as for :func:`~forgeml.eval.evaluate` (MLflow, when configured).
         progress: called as ``progress(done, total, outcome)`` after each entry.
+        echo: called with a line of text about the weights prepared (zoo models trained).
 
-    A failing entry does not stop the others: its outcome is ``failed`` with the error.
+    Before any entry runs, the weights of the entries to run are resolved once each, in
+    this process (:func:`prepare_weights`): zoo models are trained, downloads fetched and
+    checksums checked outside the timed runs, and workers never race to build the same
+    model. A failing entry does not stop the others: its outcome is ``failed`` with the
+    error.
     """
     from forgeml.eval._results import ResultsDB
 
     if not isinstance(spec, MatrixSpec):
         spec = load_matrix(spec)
     if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
-        raise EvalError(f"The 'jobs' option of eval matrix must be a positive integer. Got {jobs!r}.")
+        raise EvalError(
+            f"The 'jobs' option of eval matrix must be a positive integer. Got {jobs!r}."
+        )
     database = db if db is not None else ResultsDB()
     start = time.perf_counter()
     entries, notes = spec.expand()
@@ -602,6 +618,12 @@ def run_matrix(
             finish(index, MatrixOutcome(entry, STORED, found[entry.key]))
         else:
             todo.append((index, entry))
+    unusable = prepare_weights([e for _, e in todo], echo=echo)
+    for index, entry in list(todo):
+        if entry.manifest is not None and entry.manifest.key in unusable:
+            message = f"its weights cannot be had: {unusable[entry.manifest.key]}"
+            finish(index, MatrixOutcome(entry, FAILED, message=message))
+            todo.remove((index, entry))
     if jobs is None:
         for index, entry in todo:
             finish(index, _run_here(entry, track))
@@ -621,12 +643,54 @@ def run_matrix(
     )
 
 
+def prepare_weights(
+    entries: Iterable[MatrixEntry], *, echo: Callable[[str], None] | None = None
+) -> dict[tuple[str, str], str]:
+    """Resolve the weights of each entry's manifest once (training zoo models not built yet);
+    returns manifest key -> why its weights cannot be had, for those that failed."""
+    from forgeml.eval._weights import resolve_weights, zoo_build
+
+    say = echo or (lambda text: None)
+    failed: dict[tuple[str, str], str] = {}
+    done: set[tuple[str, str]] = set()
+    for entry in entries:
+        manifest = entry.manifest
+        if manifest is None or manifest.key in done:
+            continue
+        done.add(manifest.key)
+        zoo = manifest.weights.zoo if manifest.weights.source == "zoo" else None
+        try:
+            building = zoo is not None and zoo_build(zoo) is None
+        except EvalError:
+            building = False  # an unknown zoo name: resolve_weights says so below
+        start = time.perf_counter()
+        if building:
+            say(f"zoo: training {zoo} (for {manifest.name}, {manifest.framework}) ...")
+        try:
+            resolve_weights(manifest)
+        except ForgeMLError as exc:
+            failed[manifest.key] = str(exc)
+        except Exception as exc:  # a framework's own error while training
+            failed[manifest.key] = f"{type(exc).__name__}: {exc}"
+        else:
+            if building and zoo is not None:
+                build = zoo_build(zoo)
+                scores = ", ".join(
+                    f"{k} {v:g}" for k, v in (build.metrics if build else {}).items()
+                )
+                say(f"zoo: {zoo} built in {time.perf_counter() - start:.1f} s (test {scores})")
+        if manifest.key in failed:
+            say(f"weights: {failed[manifest.key]} (its entries fail)")
+    return failed
+
+
 def _run_here(entry: MatrixEntry, track: bool | str) -> MatrixOutcome:
     from forgeml.eval._runner import evaluate
 
     start = time.perf_counter()
     try:
-        result = evaluate(entry.model_ref or entry.model, track=track, **entry.evaluate_kwargs())
+        model = entry.manifest or entry.model_ref or entry.model
+        result = evaluate(model, track=track, **entry.evaluate_kwargs())
     except ForgeMLError as exc:
         return MatrixOutcome(entry, FAILED, message=str(exc), seconds=time.perf_counter() - start)
     except Exception as exc:  # a framework's own error: the other entries still run
@@ -645,15 +709,17 @@ def _run_worker(entry: MatrixEntry) -> MatrixOutcome:
     try:
         done = subprocess.run(
             entry.command(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            capture_output=True,
             stdin=subprocess.DEVNULL,
             text=True,
             check=False,
         )
     except OSError as exc:
         return MatrixOutcome(
-            entry, FAILED, message=f"cannot start a worker: {exc}", seconds=time.perf_counter() - start
+            entry,
+            FAILED,
+            message=f"cannot start a worker: {exc}",
+            seconds=time.perf_counter() - start,
         )
     seconds = time.perf_counter() - start
     if done.returncode != 0:

@@ -32,6 +32,7 @@ FRAMEWORK_DISTRIBUTIONS: dict[str, tuple[tuple[str, ...], ...]] = {
     "xgboost": (("xgboost", "xgboost-cpu"),),
     "onnxruntime": (("onnxruntime", "onnxruntime-gpu"), ("onnx",)),
     "tensorrt": (("tensorrt",),),
+    "torchscript": (("torch",),),
 }
 #: Environment variables that set thread pools.
 THREAD_VARIABLES = (
@@ -41,7 +42,6 @@ THREAD_VARIABLES = (
     "TF_NUM_INTRAOP_THREADS",
     "TF_NUM_INTEROP_THREADS",
 )
-_GIT_TIMEOUT = 5.0
 
 
 def _version(distribution: str) -> str | None:
@@ -97,7 +97,8 @@ def cpu_info() -> dict[str, Any]:
 
 @cache
 def gpu_info() -> list[dict[str, Any]]:
-    """The NVIDIA GPUs: ``[{"index", "name", "memory_mb", "driver"}]``, or ``[]`` without one.
+    """The NVIDIA GPUs: ``[{"index", "name", "memory_mb", "driver", "uuid"}]``, or ``[]``
+    without one. Indices are the driver's (every GPU, whatever ``CUDA_VISIBLE_DEVICES`` says).
 
     Asks ``pynvml`` when installed, else ``nvidia-smi`` when it is on ``PATH``.
     """
@@ -121,6 +122,7 @@ def gpu_info() -> list[dict[str, Any]]:
                     "name": _text(pynvml.nvmlDeviceGetName(handle)),
                     "memory_mb": int(memory.total) // (1 << 20),
                     "driver": driver,
+                    "uuid": _text(pynvml.nvmlDeviceGetUUID(handle)),
                 }
             )
         return gpus
@@ -141,7 +143,11 @@ def _gpus_from_smi() -> list[dict[str, Any]]:
         return []
     try:
         out = subprocess.run(
-            [smi, "--query-gpu=index,name,memory.total,driver_version", "--format=csv,noheader"],
+            [
+                smi,
+                "--query-gpu=index,name,memory.total,driver_version,uuid",
+                "--format=csv,noheader",
+            ],
             capture_output=True,
             text=True,
             timeout=10,
@@ -152,9 +158,9 @@ def _gpus_from_smi() -> list[dict[str, Any]]:
     gpus = []
     for line in out.splitlines():
         parts = [p.strip() for p in line.split(",")]
-        if len(parts) != 4:
+        if len(parts) != 5:
             continue
-        index, name, memory, driver = parts
+        index, name, memory, driver, uuid = parts
         memory_mb = memory.split()[0]
         gpus.append(
             {
@@ -162,37 +168,39 @@ def _gpus_from_smi() -> list[dict[str, Any]]:
                 "name": name,
                 "memory_mb": int(memory_mb) if memory_mb.isdigit() else None,
                 "driver": driver,
+                "uuid": uuid,
             }
         )
     return gpus
 
 
-def git_info(directory: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """The git commit of ``directory`` (default: the working directory) and whether the
-    work tree has uncommitted changes; ``{}`` outside a repository or without git."""
-    git = shutil.which("git")
-    if git is None:
-        return {}
-    where = str(directory or Path.cwd())
+def device_gpu(device: str, gpus: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The record in ``gpus`` (:func:`gpu_info`) of the GPU that ``device`` runs on.
 
-    def run(*args: str) -> str | None:
-        try:
-            done = subprocess.run(
-                [git, "-C", where, *args],
-                capture_output=True,
-                text=True,
-                timeout=_GIT_TIMEOUT,
-                check=False,
-            )
-        except (OSError, subprocess.SubprocessError):
+    ``"cuda:N"`` is the N-th GPU visible to this process: the N-th entry of
+    ``CUDA_VISIBLE_DEVICES`` (a driver index or a UUID prefix) when it is set, else
+    driver index N. None for ``"cpu"``, or when the GPU is not among ``gpus``.
+    """
+    from forgeml.eval.agents._base import device_index
+
+    index = device_index(device)
+    if index is None:
+        return None
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        wanted = str(index)
+    else:
+        entries = [v.strip() for v in visible.split(",") if v.strip()]
+        if index >= len(entries):
             return None
-        return done.stdout.strip() if done.returncode == 0 else None
-
-    commit = run("rev-parse", "HEAD")
-    if not commit:
-        return {}
-    status = run("status", "--porcelain", "--untracked-files=no")
-    return {"commit": commit, "dirty": bool(status)}
+        wanted = entries[index]
+    for gpu in gpus:
+        if wanted.isdigit():
+            if str(gpu.get("index")) == str(int(wanted)):
+                return gpu
+        elif str(gpu.get("uuid") or "").startswith(wanted):
+            return gpu
+    return None
 
 
 def thread_settings(threads: int | None, predictor_info: Mapping[str, Any]) -> dict[str, Any]:
@@ -215,6 +223,7 @@ def collect_provenance(
 ) -> dict[str, Any]:
     """Everything worth knowing to reproduce or compare an evaluation's numbers."""
     from forgeml._core._env import nvidia_gpu_count
+    from forgeml._core._git import git_info
 
     # The driver lists GPUs in /proc without initialising CUDA; ask NVML only then.
     gpus = gpu_info() if nvidia_gpu_count() > 0 or device != "cpu" else []
@@ -224,7 +233,7 @@ def collect_provenance(
         "platform": platform.platform(),
         "python": sys.version.split()[0],
         "cpu": cpu_info(),
-        "gpu": gpus[0]["name"] if gpus else None,
+        "gpu": (device_gpu(device, gpus) or {}).get("name"),
         "gpus": gpus,
         "device": device,
         "threads": thread_settings(threads, predictor_info),
@@ -232,6 +241,7 @@ def collect_provenance(
         "versions": library_versions(framework),
         "agent": {str(k): str(v) for k, v in predictor_info.items()},
         "forgeml_version": __version__,
-        "git_commit": git.get("commit"),
-        "git_dirty": git.get("dirty"),
+        "git_commit": git.commit if git is not None else None,
+        "git_dirty": git.dirty if git is not None else None,
+        "git_untracked": git.untracked if git is not None else None,
     }

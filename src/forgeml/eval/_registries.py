@@ -12,6 +12,11 @@ AGENTS.register(
     aliases=("torch",),
 )
 AGENTS.register(
+    "torchscript",
+    "forgeml.eval.agents.pytorch:torchscript_agent",
+    hint="pip install 'forgeml[torch]'",
+)
+AGENTS.register(
     "onnxruntime",
     "forgeml.eval.agents.onnxruntime:agent",
     hint="pip install 'forgeml[onnx]'",

@@ -134,15 +134,22 @@ def _matplotlib() -> Any:
     return matplotlib, Figure
 
 
+_CLIP_ID = re.compile(r"(?<=[\"#])p[0-9a-f]{10}(?=[\")])")
+
+
 def _svg(fig: Any, name: str) -> str:
     """The figure as inline SVG: no XML header, ids prefixed with ``name`` (unique in the page)."""
     matplotlib, _ = _matplotlib()
     buffer = io.StringIO()
     settings = {"svg.fonttype": "path", "svg.hashsalt": f"forgeml-report-{name}"}
     with matplotlib.rc_context(settings):
-        fig.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
+        fig.savefig(buffer, format="svg", metadata={"Date": None})
     text = buffer.getvalue()
     text = text[text.index("<svg") :]
+    # Matplotlib's clip-path ids hash an object's memory address: number them in
+    # order of appearance instead, so the same results give the same page.
+    clip_ids: dict[str, str] = {}
+    text = _CLIP_ID.sub(lambda m: clip_ids.setdefault(m.group(0), f"clip{len(clip_ids)}"), text)
     text = re.sub(r'\bid="([^"]+)"', lambda m: f'id="{name}-{m.group(1)}"', text)
     text = re.sub(r'href="#([^"]+)"', lambda m: f'href="#{name}-{m.group(1)}"', text)
     text = re.sub(r"url\(#([^)]+)\)", lambda m: f"url(#{name}-{m.group(1)})", text)
@@ -202,7 +209,7 @@ def accuracy_plot(
         if metric is not None and _latency(r, phase) is not None and math.isfinite(metric[1]):
             by_metric.setdefault(metric[0], []).append((r, metric[1]))
     plots = []
-    for number, (metric, points) in enumerate(by_metric.items()):
+    for number, (metric_name, points) in enumerate(by_metric.items()):
         sizes = sorted({r.batch_size for r, _ in points})
         columns = min(len(sizes), 3)
         rows = math.ceil(len(sizes) / columns)
@@ -229,12 +236,12 @@ def accuracy_plot(
             ax.set_xscale("log")
             ax.set_title(f"batch size {size}", fontsize=10)
             ax.set_xlabel(f"p50 {phase} latency per batch (ms, log scale)", fontsize=8)
-            ax.set_ylabel(_METRIC_LABELS.get(metric, metric), fontsize=8)
+            ax.set_ylabel(_METRIC_LABELS.get(metric_name, metric_name), fontsize=8)
             ax.grid(True, which="both", alpha=0.25)
             ax.tick_params(labelsize=8)
             ax.margins(x=0.25, y=0.25)
         _legend(fig, shown.values())
-        what = _METRIC_LABELS.get(metric, metric)
+        what = _METRIC_LABELS.get(metric_name, metric_name)
         plots.append(
             _Plot(
                 name=name,
@@ -370,17 +377,15 @@ def latency_plot(
         ax.grid(True, axis="x", which="both", alpha=0.25)
         ax.tick_params(axis="x", labelsize=8)
     key = [
-        Patch(facecolor="#999999", alpha=0.55, label="p25–p75"),
+        Patch(facecolor="#999999", alpha=0.55, label="p25 to p75"),
         Line2D([], [], color="black", linewidth=2, label="p50 (median)"),
         *(
             Line2D([], [], color="#222222", marker=m, linestyle="", label=label)
             for label, (m, _) in marks.items()
         ),
-        Line2D([], [], color="#555555", linewidth=1, label="min – max"),
+        Line2D([], [], color="#555555", linewidth=1, label="min to max"),
     ]
-    fig.legend(
-        handles=key, loc="outside lower center", ncols=len(key), frameon=False, fontsize=8
-    )
+    fig.legend(handles=key, loc="outside lower center", ncols=len(key), frameon=False, fontsize=8)
     name = "latency-distributions"
     return [
         _Plot(
@@ -407,7 +412,7 @@ def _e(value: Any) -> str:
 
 def _num(value: Any, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "–"
+        return "&ndash;"
     if isinstance(value, float):
         return f"{value:,.{digits}f}"
     return _e(value)
@@ -415,7 +420,7 @@ def _num(value: Any, digits: int = 3) -> str:
 
 def _ms(value: float | None) -> str:
     if value is None:
-        return "–"
+        return "&ndash;"
     if value >= 100:
         return f"{value:,.1f}"
     if value >= 1:
@@ -423,15 +428,21 @@ def _ms(value: float | None) -> str:
     return f"{value:.4f}"
 
 
-def _table(head: Sequence[str], rows: Iterable[Sequence[str]], numeric: set[int]) -> str:
-    """An HTML table; cells are already escaped. ``numeric``: right-aligned column indexes."""
+def _table(
+    head: Sequence[str], groups: Iterable[Iterable[Sequence[str]]], numeric: set[int]
+) -> str:
+    """An HTML table with one ``<tbody>`` per group of rows; cells are already escaped.
+    ``numeric``: the indexes of right-aligned columns."""
     out = ["<table><thead><tr>"]
-    out += [f'<th{" class=n" if i in numeric else ""}>{_e(h)}</th>' for i, h in enumerate(head)]
-    out.append("</tr></thead><tbody>")
-    for row in rows:
-        cells = [f'<td{" class=n" if i in numeric else ""}>{c}</td>' for i, c in enumerate(row)]
-        out.append("<tr>" + "".join(cells) + "</tr>")
-    out.append("</tbody></table>")
+    out += [f"<th{' class=n' if i in numeric else ''}>{_e(h)}</th>" for i, h in enumerate(head)]
+    out.append("</tr></thead>")
+    for rows in groups:
+        out.append("<tbody>")
+        for row in rows:
+            cells = [f"<td{' class=n' if i in numeric else ''}>{c}</td>" for i, c in enumerate(row)]
+            out.append("<tr>" + "".join(cells) + "</tr>")
+        out.append("</tbody>")
+    out.append("</table>")
     return "".join(out)
 
 
@@ -443,9 +454,9 @@ def comparison_table(results: Sequence[EvalResult], by: str) -> str | None:
         return None
     head = [
         "model", "framework", "agent", "dataset", "batch", "device", "p50 ms", "p99 ms",
-        "samples/s", "throughput ×", "speedup", "metric", "Δ metric",
+        "samples/s", "throughput x", "speedup", "metric", "Δ metric",
     ]  # fmt: skip
-    out = []
+    table_groups = []
     for group in groups:
         rows = []
         for row in group:
@@ -465,12 +476,12 @@ def comparison_table(results: Sequence[EvalResult], by: str) -> str | None:
                     _num(row["throughput"], 1),
                     _num(row["throughput_ratio"], 2),
                     _num(row["speedup"], 2),
-                    f"{_e(metric)} {row['main_metric_value']:.4f}" if metric else "–",
-                    "–" if base or delta is None else f"{delta:+.4f}",
+                    f"{_e(metric)} {row['main_metric_value']:.4f}" if metric else "&ndash;",
+                    "&ndash;" if base or delta is None else f"{delta:+.4f}",
                 ]
             )
-        out.append(_table(head, rows, numeric={4, 6, 7, 8, 9, 10, 12}))
-    return "\n".join(out)
+        table_groups.append(rows)
+    return _table(head, table_groups, numeric={4, 6, 7, 8, 9, 10, 12})
 
 
 def results_table(results: Sequence[EvalResult], phase: str) -> str:
@@ -500,12 +511,12 @@ def results_table(results: Sequence[EvalResult], phase: str) -> str:
                 _ms(stats.p99 if stats else None),
                 _ms(stats.max if stats else None),
                 _num(r.throughput, 1),
-                f"{_e(metric[0])} {metric[1]:.4f}" if metric else "–",
-                f"{spread:.1%}" if spread is not None else "–",
+                f"{_e(metric[0])} {metric[1]:.4f}" if metric else "&ndash;",
+                f"{spread:.1%}" if spread is not None else "&ndash;",
                 _e(len(r.warnings)) if r.warnings else "",
             ]
         )
-    return _table(head, rows, numeric={6, 8, 9, 10, 11, 12, 13, 15, 16})
+    return _table(head, [rows], numeric={6, 8, 9, 10, 11, 12, 13, 15, 16})
 
 
 def _counted(values: Iterable[str]) -> list[tuple[str, int]]:
@@ -544,7 +555,7 @@ def provenance_section(results: Sequence[EvalResult]) -> str:
 
     def threads(r: EvalResult) -> str:
         t = r.provenance.get("threads") or {}
-        return ", ".join(f"{k}={v}" for k, v in t.items()) or "–"
+        return ", ".join(f"{k}={v}" for k, v in t.items()) or "&ndash;"
 
     def listing(pairs: Iterable[tuple[str, int]]) -> str:
         items = [f"<li>{_e(text)} <span class=count>({n})</span></li>" for text, n in pairs]
@@ -598,9 +609,11 @@ figcaption { color: #444; font-size: .9rem; max-width: 60rem; }
 table { border-collapse: collapse; font-size: .82rem; margin: .6rem 0 1.2rem; }
 th, td { padding: .25rem .55rem; border-bottom: 1px solid #e5e5e5; text-align: left;
   vertical-align: top; }
-thead th { background: #f4f4f6; position: sticky; top: 0; }
+thead th { background: #f4f4f6; position: sticky; top: 0; white-space: nowrap; }
 td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; }
+td { white-space: nowrap; }
 tbody tr:nth-child(even) { background: #fafafa; }
+tbody + tbody tr:first-child td { border-top: 2px solid #bbb; }
 .base { font-size: .72rem; background: #e8eefc; color: #2a4a9b; border-radius: 3px;
   padding: 0 .3rem; margin-left: .3rem; }
 .count { color: #777; }
@@ -608,6 +621,7 @@ tbody tr:nth-child(even) { background: #fafafa; }
 .warn { color: #8a5300; }
 table.provenance th { width: 11rem; background: none; }
 table.provenance ul { margin: 0; padding-left: 1.1rem; }
+table.provenance td { white-space: normal; }
 .wide { overflow-x: auto; }
 code { font-size: .8rem; }
 """
@@ -680,7 +694,7 @@ def render_report(
     parts.append('<section id="comparisons"><h2>Comparisons</h2>')
     parts.append(
         "<p class=note>As <code>forgeml results compare</code>: in each group the first row "
-        "is the baseline; <em>throughput ×</em> is a row's throughput ÷ the baseline's, "
+        "is the baseline; <em>throughput x</em> is a row's throughput ÷ the baseline's, "
         "<em>speedup</em> the baseline's p50 predict latency ÷ the row's (above 1 is "
         "better), <em>Δ metric</em> the change of the main accuracy metric.</p>"
     )

@@ -6,7 +6,9 @@ dataset, batch size, device, created, forgeml version, git commit), the
 headline figures, and the whole result as JSON. The file uses SQLite's WAL
 journal, so several evaluations may write at once and readers never block
 writers. Its schema version is SQLite's ``user_version``; a file written by a
-newer forgeml is refused rather than misread.
+newer forgeml is refused rather than misread, and an older file is upgraded in
+place when it is next written (version 2 added the ``exports`` table: one row
+per model export, see :meth:`ResultsDB.add_export`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import io
 import json
 import os
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ from typing import Any
 from forgeml._core._errors import EvalError, did_you_mean
 from forgeml.eval._runner import PHASES, EvalResult
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DB_NAME = "results.db"
 #: The columns one may select and group by.
 FILTERS = ("model", "framework", "agent", "task", "dataset", "batch_size", "device")
@@ -68,6 +70,30 @@ CREATE INDEX IF NOT EXISTS evaluations_created ON evaluations (created);
 CREATE INDEX IF NOT EXISTS evaluations_version ON evaluations (forgeml_version);
 CREATE INDEX IF NOT EXISTS evaluations_commit ON evaluations (git_commit);
 """
+#: Version 2: exports (``forgeml export``), the headline figures plus the whole record as JSON.
+_EXPORTS = """
+CREATE TABLE IF NOT EXISTS exports (
+    id TEXT PRIMARY KEY,
+    created TEXT NOT NULL,
+    model TEXT NOT NULL,
+    source_framework TEXT NOT NULL,
+    target TEXT NOT NULL,
+    path TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    max_abs_diff REAL,
+    max_rel_diff REAL,
+    source_latency_ms REAL,
+    exported_latency_ms REAL,
+    forgeml_version TEXT,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS exports_model ON exports (model, target);
+CREATE INDEX IF NOT EXISTS exports_created ON exports (created);
+"""
+#: The statements that bring a database from version ``n - 1`` to ``n``.
+_MIGRATIONS = {1: _SCHEMA, 2: _EXPORTS}
+#: The columns exports may be selected by.
+EXPORT_FILTERS = ("model", "source_framework", "target")
 
 
 def results_path() -> Path:
@@ -119,11 +145,13 @@ class ResultsDB:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("BEGIN IMMEDIATE")
         try:
-            # Re-read inside the write lock: another process may have created it meanwhile.
-            if int(conn.execute("PRAGMA user_version").fetchone()[0]) == 0:
-                for statement in _SCHEMA.split(";"):
+            # Re-read inside the write lock: another process may have upgraded it meanwhile.
+            current = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            for step in range(current + 1, SCHEMA_VERSION + 1):
+                for statement in _MIGRATIONS[step].split(";"):
                     if statement.strip():
                         conn.execute(statement)
+            if current < SCHEMA_VERSION:
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
@@ -235,6 +263,78 @@ class ResultsDB:
             return 0
         with self._connect(write=False) as conn:
             return int(conn.execute("SELECT COUNT(*) FROM evaluations").fetchone()[0])
+
+    # -- exports ------------------------------------------------------------------------------
+
+    def add_export(self, record: Mapping[str, Any]) -> str:
+        """Store an export record (``forgeml.export.ExportResult.to_dict()``); returns its id.
+
+        The record needs ``id``, ``created``, ``model``, ``source_framework``, ``target``,
+        ``path`` and ``sha256``; ``parity``, ``latency`` and ``provenance`` fill the
+        headline columns when present. The whole record is kept as JSON.
+        """
+        missing = [
+            key
+            for key in ("id", "created", "model", "source_framework", "target", "path", "sha256")
+            if not record.get(key)
+        ]
+        if missing:
+            raise EvalError(
+                f"An export record needs {', '.join(missing)}. Got the keys "
+                f"{', '.join(sorted(record)) or '(none)'}."
+            )
+        parity = record.get("parity") or {}
+        latency = record.get("latency") or {}
+        row = (
+            str(record["id"]),
+            str(record["created"]),
+            str(record["model"]),
+            str(record["source_framework"]),
+            str(record["target"]),
+            str(record["path"]),
+            str(record["sha256"]),
+            parity.get("max_abs"),
+            parity.get("max_rel"),
+            latency.get("source_ms"),
+            latency.get("exported_ms"),
+            str((record.get("provenance") or {}).get("forgeml_version") or ""),
+            json.dumps(dict(record)),
+        )
+        with self._connect(write=True) as conn:
+            conn.execute(
+                "INSERT INTO exports (id, created, model, source_framework, target, path, "
+                "sha256, max_abs_diff, max_rel_diff, source_latency_ms, exported_latency_ms, "
+                "forgeml_version, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                row,
+            )
+        return str(record["id"])
+
+    def exports(
+        self, *, limit: int | None = None, newest_first: bool = False, **filters: Any
+    ) -> list[dict[str, Any]]:
+        """Stored export records matching every filter (``model=``, ``source_framework=``,
+        ``target=``), oldest first (or newest first), at most ``limit``."""
+        unknown = sorted(set(filters) - set(EXPORT_FILTERS))
+        if unknown:
+            raise EvalError(
+                f"Cannot select exports by '{unknown[0]}'. Known: {', '.join(EXPORT_FILTERS)}."
+                + did_you_mean(unknown[0], EXPORT_FILTERS)
+            )
+        if not self._exists():
+            return []
+        where = [(f"{name} = ?", value) for name, value in filters.items() if value is not None]
+        sql = "SELECT data FROM exports"
+        if where:
+            sql += " WHERE " + " AND ".join(clause for clause, _ in where)
+        order = "DESC" if newest_first else "ASC"
+        sql += f" ORDER BY created {order}, rowid {order}"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        with self._connect(write=False) as conn:
+            if int(conn.execute("PRAGMA user_version").fetchone()[0]) < 2:
+                return []  # written before exports were recorded
+            rows = conn.execute(sql, [value for _, value in where]).fetchall()
+        return [json.loads(data) for (data,) in rows]
 
 
 # ----------------------------------------------------------------------------- compare

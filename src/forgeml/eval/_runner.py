@@ -265,28 +265,28 @@ def _positive(name: str, value: Any, *, allow_none: bool = False, zero: bool = F
 
 
 def parse_architecture(architecture: str) -> str:
-    """``"cpu"`` -> ``"cpu"``; ``"gpu"``/``"cuda"`` -> ``"cuda:0"``; ``"cuda:N"`` kept.
+    """``"cpu"`` -> ``"cpu"``; ``"gpu"``/``"cuda"`` -> ``"cuda:0"``; ``"cuda:N"`` kept
+    (parsed by :func:`~forgeml.eval.agents.normalize_device`).
 
-    A GPU device must exist: the NVIDIA driver must list at least N+1 GPUs.
+    A GPU device must exist: at least N+1 NVIDIA GPUs must be visible to this process.
     """
     from forgeml._core._env import nvidia_gpu_count
+    from forgeml.eval.agents._base import device_index, normalize_device
 
-    text = str(architecture).strip().lower()
-    if text == "cpu":
-        return "cpu"
-    if text in ("gpu", "cuda"):
-        text = "cuda:0"
-    head, _, index = text.partition(":")
-    if head not in ("cuda", "gpu") or not index.isdigit():
+    try:
+        device = normalize_device(architecture)
+    except EvalError:
         raise EvalError(
             f"The 'architecture' option of eval must be cpu, gpu or cuda:N. Got {architecture!r}."
-        )
-    device = f"cuda:{int(index)}"
+        ) from None
+    index = device_index(device)
+    if index is None:
+        return device
     count = nvidia_gpu_count()
-    if int(index) >= count:
+    if index >= count:
         seen = f"{count} NVIDIA GPU(s) are visible" if count else "no NVIDIA GPU is visible"
         raise EvalError(
-            f"Architecture {architecture!r} needs GPU {int(index)}, but {seen} here "
+            f"Architecture {architecture!r} needs GPU {index}, but {seen} here "
             f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}). "
             f"Use --architecture cpu, or a GPU index below {count}."
             if count
@@ -300,19 +300,18 @@ def resolve_agent(agent: str | Agent) -> Agent:
     """An agent object from a registry name (or alias), or the agent itself."""
     if not isinstance(agent, str):
         return agent
-    from forgeml.eval._registries import AGENTS
+    from forgeml.eval.agents import get_agent
 
-    loaded: Agent = AGENTS.load(agent)
-    return loaded
+    return get_agent(agent)
 
 
 def resolve_task(task: str | Task) -> Task:
+    """A task object from a registry name, or the task itself."""
     if not isinstance(task, str):
         return task
-    from forgeml.eval._registries import TASKS
+    from forgeml.eval.tasks import get_task
 
-    loaded: Task = TASKS.load(task)
-    return loaded
+    return get_task(task)
 
 
 def resolve_manifest(model: str | os.PathLike[str] | Manifest, framework: str | None) -> Manifest:
@@ -321,7 +320,7 @@ def resolve_manifest(model: str | os.PathLike[str] | Manifest, framework: str | 
         return model
     text = os.fspath(model)
     if text.endswith((".yml", ".yaml")) and Path(text).expanduser().is_file():
-        return load_manifest(text)
+        return load_manifest(text, frameworks=[framework] if framework else ())
     return get_manifest(text, framework)
 
 
@@ -870,13 +869,9 @@ def log_to_tracking(result: EvalResult, uri: str | None = None) -> str | None:
     (see :func:`tracking_payload`). A failure to log never fails the evaluation: it
     becomes one of the result's warnings.
     """
-    import importlib
+    from forgeml import track
 
-    try:
-        track = importlib.import_module("forgeml.track")
-    except ImportError:
-        return None
-    active = track.active_run() if hasattr(track, "active_run") else None
+    active = track.active_run()
     if active is not None and not getattr(active, "enabled", True):
         return None  # a distributed worker of rank > 0: rank 0 logs
     if active is None and not uri and not os.environ.get("MLFLOW_TRACKING_URI"):

@@ -129,7 +129,7 @@ def _url_file(manifest: Manifest, *, force: bool) -> Path:
 
 def _repo_file(manifest: Manifest) -> Path:
     from forgeml.objects import Repo, Selector
-    from forgeml.store import localize_cached, protocol_of
+    from forgeml.store import protocol_of
 
     weights = manifest.weights
     assert weights.repo is not None
@@ -153,19 +153,10 @@ def _repo_file(manifest: Manifest) -> Path:
             + (f": {found}{more}" if entries else "")
             + ". Narrow it (kwargs, tags, or dry_id in kwargs)."
         )
-    entry = entries[0]
-    remote = getattr(entry, "_source", None)
-    if remote is not None:
-        try:
-            return localize_cached(remote)
-        except ForgeMLError as exc:
-            raise EvalError(f"{_where(manifest)}: cannot fetch '{remote}': {exc}") from exc
-    if not entry.file.is_file():
-        raise EvalError(
-            f"{_where(manifest)}: repo '{location}' lists object {entry.dry_id} in "
-            f"'{entry.file}', but that file is missing."
-        )
-    return entry.file
+    try:
+        return entries[0].local_file()
+    except ForgeMLError as exc:
+        raise EvalError(f"{_where(manifest)}: weights.repo: {exc}") from exc
 
 
 # ----------------------------------------------------------------------------- the zoo

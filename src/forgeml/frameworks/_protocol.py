@@ -85,6 +85,11 @@ class InferenceAdapter(FrameworkAdapter, Protocol):
 
         Returns the model to predict with and the number of threads in effect
         (None when the framework does not say, or when they could not be set).
+
+        An adapter whose ``threads`` change process-wide settings (torch's thread
+        count, the BLAS pools) also has ``thread_state()``: it returns a function
+        that sets them back to what they were when it was called. The agents take
+        that handle before ``place`` and call it when the predictor is closed.
         """
         ...
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from forgeml._core._errors import ObjectError
-from forgeml._core._files import atomic_path
+from forgeml._core._files import atomic_path, atomic_write_bytes
 from forgeml._core._lazy import is_installed
 from forgeml.frameworks._state import check_format, state_file
 
@@ -116,6 +117,17 @@ class KerasAdapter:
             return model, adapter.set_threads(threads)
         return model, None
 
+    def thread_state(self) -> Callable[[], None]:
+        """A function that sets the backend's intra-op threads back to what they are now."""
+        backend = keras.backend.backend()
+        if backend in ("tensorflow", "torch"):
+            from forgeml.frameworks import get_adapter
+
+            adapter: Any = get_adapter(backend)
+            restore: Callable[[], None] = adapter.thread_state()
+            return restore
+        return lambda: None
+
     def predict(self, model: Any, batch: Any, device: str) -> Any:
         """``model.predict_on_batch`` (compiled; a plain layer: ``layer(batch,
         training=False)``) under ``keras.device``; the first output when there are several."""
@@ -134,6 +146,57 @@ class KerasAdapter:
         return None  # predictions are numpy arrays: the device has finished
 
     # -- end of forgeml.eval ----------------------------------------------------------------
+
+    # -- forgeml.export: ONNX with tf2onnx ----------------------------------------------------
+
+    def export_unavailable(self) -> str | None:
+        """Why Keras models cannot be exported to ONNX here, or None."""
+        if not is_installed("tensorflow"):
+            return "tensorflow is not installed. HINT: pip install 'forgeml[tensorflow,onnx]'"
+        if not is_installed("tf2onnx"):
+            return "tf2onnx is not installed. HINT: pip install 'forgeml[onnx]' (or tf2onnx)"
+        backend = keras.backend.backend()
+        if backend != "tensorflow":
+            return (
+                f"tf2onnx converts TensorFlow graphs, and this Keras runs on the {backend} "
+                f"backend. HINT: set KERAS_BACKEND=tensorflow before forgeml imports Keras."
+            )
+        return None
+
+    def export_onnx(
+        self,
+        model: Any,
+        sample: Any,
+        path: Path,
+        *,
+        opset: int = 17,
+        dynamic_batch: bool = True,
+        input_name: str = "input",
+    ) -> dict[str, Any]:
+        """Write a Keras model to ``path`` as ONNX with tf2onnx (TensorFlow backend only).
+
+        The model is traced as a ``tf.function`` over a float32 input shaped like
+        ``sample`` (batch axis left open when ``dynamic_batch``), in inference mode:
+        tf2onnx's own Keras entry point does not read Keras 3 models.
+        """
+        reason = self.export_unavailable()
+        if reason is not None:
+            raise ObjectError(f"Cannot export the Keras model to ONNX: {reason}")
+        import tensorflow as tf
+        import tf2onnx
+
+        batch = None if dynamic_batch else int(sample.shape[0])
+        spec = [tf.TensorSpec((batch, *map(int, sample.shape[1:])), tf.float32, name=input_name)]
+
+        @tf.function(input_signature=spec)  # type: ignore[untyped-decorator]
+        def forward(x: Any) -> Any:
+            return model(x, training=False)
+
+        onnx_model, _ = tf2onnx.convert.from_function(forward, input_signature=spec, opset=opset)
+        atomic_write_bytes(path, onnx_model.SerializeToString())
+        return {"opset": opset, "tf2onnx": str(tf2onnx.__version__), "tensorflow": tf.__version__}
+
+    # -- end of forgeml.export --------------------------------------------------------------
 
 
 def _require_built(obj: Any, action: str) -> None:

@@ -66,10 +66,9 @@ class OnnxRuntimeAdapter:
         """``cpu``, and ``cuda:N`` per NVIDIA GPU when the CUDA execution provider is here."""
         if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
             return ["cpu"]
-        import glob
+        from forgeml._core._env import nvidia_gpu_count
 
-        gpus = sorted(glob.glob("/dev/nvidia[0-9]*"))
-        return ["cpu"] + [f"cuda:{i}" for i in range(len(gpus))]
+        return ["cpu"] + [f"cuda:{i}" for i in range(nvidia_gpu_count())]
 
     def is_model(self, obj: object) -> bool:
         return isinstance(obj, Session)
@@ -124,6 +123,48 @@ class OnnxRuntimeAdapter:
         return None  # run() returns host arrays: the device has finished
 
     # -- end of forgeml.eval ----------------------------------------------------------------
+
+    # -- forgeml.export: checking ONNX files and converting them to half precision ----------
+
+    def check_onnx(self, path: str | os.PathLike[str]) -> dict[str, Any]:
+        """Run ``onnx.checker`` (with shape inference) on the file; returns its opsets.
+
+        ``{"opset": N, "opsets": {"ai.onnx.ml": M, ...}, "onnx": version}``.
+        """
+        import onnx
+
+        try:
+            onnx.checker.check_model(os.fspath(path), full_check=True)
+            model = onnx.load(os.fspath(path), load_external_data=False)
+        except Exception as exc:  # onnx raises ValidationError, InferenceError, ...
+            raise ObjectError(f"{Path(path)} is not a valid ONNX model: {exc}") from exc
+        opsets = {entry.domain or "ai.onnx": int(entry.version) for entry in model.opset_import}
+        return {
+            "opset": opsets.get("ai.onnx"),
+            "opsets": opsets,
+            "onnx": str(onnx.__version__),
+        }
+
+    def convert_float16(self, path: str | os.PathLike[str]) -> None:
+        """Rewrite the ONNX file at ``path`` with float16 weights and arithmetic.
+
+        Inputs and outputs stay float32 (casts are inserted at the edges), and the
+        operators float16 does not suit (the ``ai.onnx.ml`` tree ensembles, ...) keep
+        float32 (onnxruntime's own converter and its default block list).
+        """
+        import onnx
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+        from onnxruntime.transformers.onnx_model import OnnxModel
+
+        try:
+            model = onnx.load(os.fspath(path))
+            half = OnnxModel(convert_float_to_float16(model, keep_io_types=True))
+            half.topological_sort()  # the converter appends its casts at the end
+            onnx.save(half.model, os.fspath(path))
+        except Exception as exc:
+            raise ObjectError(f"Cannot convert {Path(path)} to float16: {exc}") from exc
+
+    # -- end of forgeml.export --------------------------------------------------------------
 
 
 adapter = OnnxRuntimeAdapter()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +114,7 @@ class SklearnAdapter:
     ) -> tuple[Any, int | None]:
         """The estimator itself (CPU only). ``threads`` sets every ``n_jobs`` parameter of
         the estimator (nested ones included) and limits the BLAS/OpenMP thread pools
-        process-wide (threadpoolctl)."""
+        process-wide (threadpoolctl; :meth:`thread_state` undoes it)."""
         if threads is None:
             return model, None
         import threadpoolctl
@@ -123,6 +124,15 @@ class SklearnAdapter:
         if jobs:
             model.set_params(**dict.fromkeys(jobs, threads))
         return model, threads
+
+    def thread_state(self) -> Callable[[], None]:
+        """A function that sets the BLAS/OpenMP thread pools back to their sizes now."""
+        import threadpoolctl
+
+        restore: Callable[[], None] = threadpoolctl.threadpool_limits(
+            limits=None
+        ).restore_original_limits
+        return restore
 
     def predict(self, model: Any, batch: Any, device: str) -> Any:
         """Classifiers: ``predict_proba`` (columns in ``classes_`` order), else
@@ -145,9 +155,59 @@ class SklearnAdapter:
 
     # -- end of forgeml.eval ----------------------------------------------------------------
 
+    # -- forgeml.export: ONNX with skl2onnx --------------------------------------------------
+
+    def export_onnx(
+        self,
+        model: Any,
+        sample: Any,
+        path: Path,
+        *,
+        opset: int = 17,
+        dynamic_batch: bool = True,
+        input_name: str = "input",
+    ) -> dict[str, Any]:
+        """Write the estimator (pipelines included) to ``path`` as ONNX with skl2onnx.
+
+        The input is a float32 tensor shaped like ``sample`` (the batch axis named
+        when ``dynamic_batch``). Classifiers output their labels and a probability
+        tensor (no ``ZipMap``), which is what forgeml's ONNX Runtime agent reads.
+        """
+        try:
+            from skl2onnx import __version__ as skl2onnx_version
+            from skl2onnx import convert_sklearn
+            from skl2onnx.common.data_types import FloatTensorType
+        except ImportError as exc:
+            raise ObjectError(
+                f"Exporting scikit-learn models to ONNX needs skl2onnx ({exc}). "
+                f"HINT: pip install 'forgeml[onnx]'"
+            ) from exc
+        shape = [None if dynamic_batch else int(sample.shape[0]), *map(int, sample.shape[1:])]
+        classifiers = [m for m in _estimators(model) if sklearn.base.is_classifier(m)]
+        options = {id(m): {"zipmap": False} for m in classifiers} or None
+        onnx_model = convert_sklearn(
+            model,
+            initial_types=[(input_name, FloatTensorType(shape))],
+            target_opset=opset,
+            options=options,
+        )
+        atomic_write_bytes(path, onnx_model.SerializeToString())
+        return {"opset": opset, "skl2onnx": str(skl2onnx_version)}
+
+    # -- end of forgeml.export --------------------------------------------------------------
+
 
 def _class_path(cls: type) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def _estimators(model: Any) -> list[Any]:
+    """``model`` and the estimators nested in it (pipeline steps, meta-estimators)."""
+    found = [model]
+    for value in model.get_params(deep=True).values():
+        if isinstance(value, sklearn.base.BaseEstimator):
+            found.append(value)
+    return found
 
 
 def _is_safe_class(name: str) -> bool:

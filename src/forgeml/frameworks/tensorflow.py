@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -78,6 +79,17 @@ class TensorFlowAdapter:
         except RuntimeError:  # "cannot be modified after initialization"
             return None
         return threads
+
+    def thread_state(self) -> Callable[[], None]:
+        """A function that sets TensorFlow's intra-op threads back to what they are now
+        (a no-op once its runtime has started: they are fixed from then on)."""
+        threads = int(tf.config.threading.get_intra_op_parallelism_threads())
+
+        def restore() -> None:
+            with contextlib.suppress(RuntimeError):
+                tf.config.threading.set_intra_op_parallelism_threads(threads)
+
+        return restore
 
     # -- end of forgeml.eval ----------------------------------------------------------------
 

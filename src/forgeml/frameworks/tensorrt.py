@@ -8,7 +8,9 @@ copied back.
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ import numpy as np
 import tensorrt as trt
 
 from forgeml._core._errors import ObjectError
+from forgeml._core._files import atomic_write_bytes, atomic_write_text
 
 try:  # cuda-python >= 12.6
     from cuda.bindings import runtime as cudart
@@ -35,6 +38,72 @@ def _cuda(result: Any) -> Any:
     if error != cudart.cudaError_t.cudaSuccess:
         raise ObjectError(f"CUDA call failed: {cudart.cudaGetErrorString(error)[1]!r}.")
     return values[0] if len(values) == 1 else None
+
+
+def _device_index(device: str) -> int:
+    """``"cuda:3"`` -> 3 (``"cuda"`` -> 0)."""
+    return int(device.partition(":")[2] or 0)
+
+
+def _read_cached(path: Path) -> bytes | None:
+    """A cached engine whose sha256 matches its record, or None (missing or damaged)."""
+    import hashlib
+
+    try:
+        record = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+        engine = path.read_bytes()
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or hashlib.sha256(engine).hexdigest() != record.get(
+        "engine_sha256"
+    ):
+        return None
+    return engine
+
+
+def _calibrator(batches: Sequence[np.ndarray[Any, Any]]) -> Any:
+    """An INT8 entropy calibrator that feeds ``batches`` (all of one shape) to TensorRT."""
+    base = getattr(trt, "IInt8EntropyCalibrator2", None)
+    if base is None:
+        raise ObjectError(
+            f"TensorRT {trt.__version__} has no INT8 calibrators (implicit quantization was "
+            f"removed). Quantize the ONNX model explicitly (Q/DQ nodes) and build without --int8."
+        )
+    arrays = [np.ascontiguousarray(b, dtype=np.float32) for b in batches]
+    if not arrays or any(a.shape != arrays[0].shape for a in arrays):
+        raise ObjectError("INT8 calibration batches must be non-empty and all of one shape.")
+
+    class Calibrator(base):  # type: ignore[misc, valid-type]
+        def __init__(self) -> None:
+            super().__init__()
+            self.batches = iter(arrays)
+            self.pointer = 0
+
+        def get_batch_size(self) -> int:
+            return int(arrays[0].shape[0])
+
+        def get_batch(self, names: Any, *args: Any) -> list[int] | None:
+            batch = next(self.batches, None)
+            if batch is None:
+                return None
+            if not self.pointer:
+                self.pointer = int(_cuda(cudart.cudaMalloc(batch.nbytes)))
+            kind = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
+            _cuda(cudart.cudaMemcpy(self.pointer, batch.ctypes.data, batch.nbytes, kind))
+            return [self.pointer] * len(names)
+
+        def read_calibration_cache(self) -> None:
+            return None
+
+        def write_calibration_cache(self, cache: Any) -> None:
+            return None
+
+        def free(self) -> None:
+            if self.pointer:
+                cudart.cudaFree(self.pointer)
+                self.pointer = 0
+
+    return Calibrator()
 
 
 class Engine:
@@ -110,12 +179,14 @@ class TensorRTAdapter:
         sample_shape: tuple[int, ...] | None = None,
         max_batch: int = 64,
         fp16: bool = False,
+        cache_dir: str | os.PathLike[str] | None = None,
     ) -> Engine:
         """An engine from a serialized ``.engine``/``.plan`` file, or built from ``.onnx``.
 
         Building makes the batch dimension dynamic up to ``max_batch`` (other
         dynamic dimensions are taken from ``sample_shape``); ``fp16`` allows
-        half-precision kernels. ``threads`` does not apply (TensorRT runs on the GPU).
+        half-precision kernels; ``cache_dir`` keeps built engines (see
+        :meth:`build_engine`). ``threads`` does not apply (TensorRT runs on the GPU).
         """
         if cudart is None:
             raise ObjectError(
@@ -123,13 +194,21 @@ class TensorRTAdapter:
                 "installed. HINT: pip install cuda-python"
             )
         file = Path(path)
-        index = int(device.partition(":")[2] or 0)
+        index = _device_index(device)
         _cuda(cudart.cudaSetDevice(index))
         runtime = trt.Runtime(self.logger)
-        data = file.read_bytes()
         if file.suffix.lower() == ".onnx":
-            data = self._build(file, data, sample_shape, max_batch, fp16)
-        elif file.suffix.lower() not in ENGINE_SUFFIXES:
+            data, _ = self.build_engine(
+                file,
+                device=device,
+                sample_shape=sample_shape,
+                max_batch=max_batch,
+                fp16=fp16,
+                cache_dir=cache_dir,
+            )
+        elif file.suffix.lower() in ENGINE_SUFFIXES:
+            data = file.read_bytes()
+        else:
             raise ObjectError(
                 f"TensorRT loads engines ({', '.join(ENGINE_SUFFIXES)}) or builds them from "
                 f".onnx files. Got {file}."
@@ -142,6 +221,85 @@ class TensorRTAdapter:
             )
         return Engine(engine, index)
 
+    # -- forgeml.export: engines from ONNX, cached ---------------------------------------------
+
+    def gpu_name(self, device: str = "cuda:0") -> str:
+        """The name of the GPU ``device`` names (``"NVIDIA H100 80GB HBM3"``)."""
+        if cudart is None:
+            raise ObjectError("cuda-python is not installed. HINT: pip install cuda-python")
+        properties = _cuda(cudart.cudaGetDeviceProperties(_device_index(device)))
+        name = properties.name
+        if isinstance(name, bytes | bytearray):
+            name = bytes(name).split(b"\0", 1)[0].decode("utf-8", errors="replace")
+        return str(name).strip()
+
+    def build_engine(
+        self,
+        onnx_path: str | os.PathLike[str],
+        *,
+        device: str = "cuda:0",
+        sample_shape: tuple[int, ...] | None = None,
+        max_batch: int = 64,
+        min_batch: int = 1,
+        fp16: bool = False,
+        int8: bool = False,
+        calibration: Sequence[np.ndarray[Any, Any]] = (),
+        cache_dir: str | os.PathLike[str] | None = None,
+    ) -> tuple[bytes, dict[str, Any]]:
+        """A serialized engine built from the ONNX file, and what was built and how.
+
+        The batch dimension ranges over ``min_batch..max_batch`` (optimised for
+        ``max_batch``). ``fp16`` allows half-precision kernels; ``int8`` allows
+        8-bit ones, calibrated on the ``calibration`` batches (TensorRT's entropy
+        calibrator). With ``cache_dir``, engines are kept there under a key made of
+        the model's sha256, the TensorRT version, the GPU's name and these options,
+        and a later build with the same key reads the engine back (its sha256 is
+        checked) instead of building it again.
+        """
+        import hashlib
+
+        if cudart is None:
+            raise ObjectError("cuda-python is not installed. HINT: pip install cuda-python")
+        if int8 and not calibration:
+            raise ObjectError(
+                "An INT8 engine needs calibration batches (a few hundred samples of real data)."
+            )
+        file = Path(onnx_path)
+        data = file.read_bytes()
+        _cuda(cudart.cudaSetDevice(_device_index(device)))
+        calibration_digest = hashlib.sha256()
+        for batch in calibration:
+            calibration_digest.update(np.ascontiguousarray(batch, dtype=np.float32).tobytes())
+        key_fields = {
+            "model_sha256": hashlib.sha256(data).hexdigest(),
+            "tensorrt": str(trt.__version__),
+            "gpu": self.gpu_name(device),
+            "sample_shape": list(sample_shape) if sample_shape is not None else None,
+            "batch": [min_batch, max_batch],
+            "fp16": fp16,
+            "int8": int8,
+            "calibration_sha256": calibration_digest.hexdigest() if int8 else None,
+        }
+        key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()
+        info: dict[str, Any] = {"cache_key": key, **key_fields, "cache": "off"}
+        cached = Path(cache_dir) / f"{key}.engine" if cache_dir is not None else None
+        if cached is not None:
+            engine = _read_cached(cached)
+            if engine is not None:
+                return engine, {**info, "cache": "hit", "cache_file": str(cached)}
+        engine = self._build(
+            file, data, sample_shape, max_batch, fp16, min_batch=min_batch, int8=int8,
+            calibration=calibration,
+        )  # fmt: skip
+        if cached is not None:
+            atomic_write_bytes(cached, engine)
+            record = {**key_fields, "engine_sha256": hashlib.sha256(engine).hexdigest()}
+            atomic_write_text(cached.with_suffix(".json"), json.dumps(record, indent=1) + "\n")
+            info.update(cache="miss", cache_file=str(cached))
+        return engine, info
+
+    # -- end of forgeml.export --------------------------------------------------------------
+
     def _build(
         self,
         file: Path,
@@ -149,6 +307,10 @@ class TensorRTAdapter:
         sample_shape: tuple[int, ...] | None,
         max_batch: int,
         fp16: bool,
+        *,
+        min_batch: int = 1,
+        int8: bool = False,
+        calibration: Sequence[np.ndarray[Any, Any]] = (),
     ) -> bytes:
         builder = trt.Builder(self.logger)
         major = int(str(trt.__version__).split(".")[0])
@@ -162,6 +324,7 @@ class TensorRTAdapter:
         if fp16:
             config.set_flag(trt.BuilderFlag.FP16)
         profile = builder.create_optimization_profile()
+        shapes = []
         for i in range(network.num_inputs):
             tensor = network.get_input(i)
             shape = list(tensor.shape)
@@ -173,11 +336,29 @@ class TensorRTAdapter:
                 )
             rest = [s if d < 0 else d for d, s in zip(shape[1:], sample, strict=True)]
             if shape[0] < 0:
-                profile.set_shape(tensor.name, [1, *rest], [max_batch, *rest], [max_batch, *rest])
+                profile.set_shape(
+                    tensor.name, [min_batch, *rest], [max_batch, *rest], [max_batch, *rest]
+                )
             else:
                 profile.set_shape(tensor.name, [shape[0], *rest], [shape[0], *rest], shape)
+            shapes.append((tensor.name, shape, rest))
         config.add_optimization_profile(profile)
-        serialized = builder.build_serialized_network(network, config)
+        calibrator = None
+        if int8:
+            calibrator = _calibrator(calibration)
+            config.set_flag(trt.BuilderFlag.INT8)
+            config.int8_calibrator = calibrator
+            size = calibrator.get_batch_size()
+            fixed = builder.create_optimization_profile()
+            for name, shape, rest in shapes:
+                batch = [size if shape[0] < 0 else shape[0], *rest]
+                fixed.set_shape(name, batch, batch, batch)
+            config.set_calibration_profile(fixed)
+        try:
+            serialized = builder.build_serialized_network(network, config)
+        finally:
+            if calibrator is not None:
+                calibrator.free()
         if serialized is None:
             raise ObjectError(f"TensorRT could not build an engine from {file} (see its log).")
         return bytes(serialized)

@@ -7,7 +7,7 @@ import contextlib
 import json
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -310,6 +310,11 @@ class TorchAdapter:
         torch.set_num_threads(threads)
         return int(torch.get_num_threads())
 
+    def thread_state(self) -> Callable[[], None]:
+        """A function that sets torch's intra-op threads back to what they are now."""
+        threads = int(torch.get_num_threads())
+        return lambda: torch.set_num_threads(threads)
+
     def predict(self, model: Any, batch: Any, device: str) -> Any:
         """``model(batch)`` under ``torch.inference_mode``; the first output when it returns
         several (a tuple, or a dict: ``"logits"`` or its first value)."""
@@ -339,7 +344,86 @@ class TorchAdapter:
         if device.startswith("cuda"):
             torch.cuda.synchronize(device)
 
+    def load_torchscript(self, path: str | os.PathLike[str], device: str = "cpu") -> Any:
+        """The TorchScript program in ``path`` (``torch.jit.load``), on ``device``.
+
+        Loading a TorchScript file runs its code: load only files you trust (the
+        agents require a trusted manifest that pins the file's sha256).
+        """
+        try:
+            with _quiet_torchscript():
+                program = torch.jit.load(os.fspath(path), map_location=device)
+        except (RuntimeError, ValueError, OSError) as exc:
+            raise ObjectError(f"torch cannot load the TorchScript file {path}: {exc}") from exc
+        return program.eval()
+
     # -- end of forgeml.eval ----------------------------------------------------------------
+
+    # -- forgeml.export: TorchScript and ONNX ------------------------------------------------
+
+    def export_torchscript(
+        self, model: Any, sample: Any, path: Path, *, method: str = "trace", fp16: bool = False
+    ) -> dict[str, Any]:
+        """Write ``model`` as a TorchScript program to ``path``: traced on ``sample`` (a numpy
+        batch) or scripted (``method="script"``, which keeps data-dependent control flow).
+
+        ``fp16`` converts the weights to half precision; the program still takes and
+        returns float32 (it casts at its edges).
+        """
+        import copy
+
+        import numpy as np
+
+        module = model.eval()
+        if fp16:
+            module = _HalfPrecision(copy.deepcopy(module).half())
+        example = torch.from_numpy(np.ascontiguousarray(sample))
+        example = example.to(next(iter(module.parameters()), example).device)
+        with _quiet_torchscript(), torch.no_grad():
+            if method == "script":
+                program = torch.jit.script(module)
+            else:
+                program = torch.jit.trace(module, (example,))
+        program.save(os.fspath(path))
+        return {"method": method, "torch": str(torch.__version__)}
+
+    def export_onnx(
+        self,
+        model: Any,
+        sample: Any,
+        path: Path,
+        *,
+        opset: int = 17,
+        dynamic_batch: bool = True,
+        input_name: str = "input",
+        output_name: str = "output",
+    ) -> dict[str, Any]:
+        """Write ``model`` to ``path`` as one self-contained ONNX file, traced on ``sample``.
+
+        Uses the TorchScript-based exporter (``dynamo=False``): it needs only ``onnx``
+        and keeps the weights inside the file. ``dynamic_batch`` makes the first axis
+        of the input and output a named dimension, ``batch``.
+        """
+        import numpy as np
+
+        module = model.eval()
+        example = torch.from_numpy(np.ascontiguousarray(sample))
+        example = example.to(next(iter(module.parameters()), example).device)
+        axes = {input_name: {0: "batch"}, output_name: {0: "batch"}} if dynamic_batch else None
+        with _quiet_torchscript(), torch.no_grad():
+            torch.onnx.export(
+                module,
+                (example,),
+                os.fspath(path),
+                dynamo=False,
+                opset_version=opset,
+                input_names=[input_name],
+                output_names=[output_name],
+                dynamic_axes=axes,
+            )
+        return {"opset": opset, "torch": str(torch.__version__)}
+
+    # -- end of forgeml.export --------------------------------------------------------------
 
     # --- state: save_state / load_state (safetensors + JSON, never pickle) ---
 
@@ -419,6 +503,33 @@ _NUMPY_DTYPES = frozenset(
         torch.bool,
     }
 )
+
+
+# --- forgeml.export helpers (see TorchAdapter.export_torchscript) ---
+
+
+class _HalfPrecision(torch.nn.Module):  # type: ignore[misc]
+    """A half-precision module behind float32 edges: casts inputs to half, outputs to float."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.module(x.half())
+        return out.float()
+
+
+@contextlib.contextmanager
+def _quiet_torchscript() -> Iterator[None]:
+    """Hide torch's notices that TorchScript (and the exporter built on it) is deprecated."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", message=".*TorchScript.*")
+        yield
 
 
 class WorkerFailed(Exception):

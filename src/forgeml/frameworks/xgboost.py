@@ -149,12 +149,11 @@ class XGBoostAdapter:
 
     def devices(self) -> list[str]:
         """``cpu``, and ``cuda:N`` for each NVIDIA GPU when xgboost was built with CUDA."""
-        import glob
+        from forgeml._core._env import nvidia_gpu_count
 
         if not xgboost.build_info().get("USE_CUDA"):
             return ["cpu"]
-        gpus = sorted(glob.glob("/dev/nvidia[0-9]*"))
-        return ["cpu"] + [f"cuda:{i}" for i in range(len(gpus))]
+        return ["cpu"] + [f"cuda:{i}" for i in range(nvidia_gpu_count())]
 
     def is_model(self, obj: object) -> bool:
         """True for a ``Booster`` and the scikit-learn API models (``XGBModel``)."""
@@ -192,6 +191,51 @@ class XGBoostAdapter:
         return None  # predictions are copied back to the host before they return
 
     # -- end of forgeml.eval ----------------------------------------------------------------
+
+    # -- forgeml.export: ONNX with onnxmltools ------------------------------------------------
+
+    #: The highest ONNX opset onnxmltools' XGBoost converter writes.
+    ONNX_MAX_OPSET = 15
+
+    def export_onnx(
+        self,
+        model: Any,
+        sample: Any,
+        path: Path,
+        *,
+        opset: int = ONNX_MAX_OPSET,
+        dynamic_batch: bool = True,
+        input_name: str = "input",
+    ) -> dict[str, Any]:
+        """Write an XGBoost model (scikit-learn API or ``Booster``) to ``path`` as ONNX.
+
+        onnxmltools converts the trees to ``ai.onnx.ml`` tree ensembles; classifiers
+        output their labels and a probability tensor. Its converter writes opsets up
+        to :attr:`ONNX_MAX_OPSET`.
+        """
+        try:
+            import onnxmltools
+            from onnxmltools import convert_xgboost
+            from onnxmltools.convert.common.data_types import FloatTensorType
+        except ImportError as exc:
+            raise ObjectError(
+                f"Exporting XGBoost models to ONNX needs onnxmltools ({exc}). "
+                f"HINT: pip install 'forgeml[onnx]'"
+            ) from exc
+        if opset > self.ONNX_MAX_OPSET:
+            raise ObjectError(
+                f"onnxmltools converts XGBoost models to ONNX opsets up to "
+                f"{self.ONNX_MAX_OPSET}. Got opset {opset}; give --opset {self.ONNX_MAX_OPSET} "
+                f"or lower."
+            )
+        shape = [None if dynamic_batch else int(sample.shape[0]), *map(int, sample.shape[1:])]
+        onnx_model = convert_xgboost(
+            model, initial_types=[(input_name, FloatTensorType(shape))], target_opset=opset
+        )
+        atomic_write_bytes(path, onnx_model.SerializeToString())
+        return {"opset": opset, "onnxmltools": str(onnxmltools.__version__)}
+
+    # -- end of forgeml.export --------------------------------------------------------------
 
 
 def _load_trees(target: Any, path: Path) -> None:

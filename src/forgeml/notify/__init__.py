@@ -5,8 +5,9 @@ logged without changing the job's outcome. Payloads are masked with
 :func:`forgeml.secrets.mask`.
 """
 
+from forgeml._core._env import is_rank_zero
 from forgeml._core._errors import NotifyError
-from forgeml.notify._decorator import is_rank_zero, log_metrics, on
+from forgeml.notify._decorator import log_metrics, on
 from forgeml.notify._post import DEFAULT_TIMEOUT, post, slack_message
 
 __all__ = [

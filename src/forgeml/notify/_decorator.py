@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar, overload
 
+from forgeml._core._env import process_rank
 from forgeml._core._errors import NotifyError
 from forgeml.notify._post import (
     Kind,
@@ -52,24 +53,6 @@ def log_metrics(metrics: Mapping[str, float] | None = None, /, **more: float) ->
     with _metrics_lock:
         if _metrics_stack:
             _metrics_stack[-1].update(numeric_metrics(values))
-
-
-def is_rank_zero(cfg: Mapping[str, Any] | None = None, rank: Any = None) -> bool:
-    """True in the process that should post: ``$RANK`` (else ``$SLURM_PROCID``) unset or 0,
-    and the config's ``rank`` (or a ``rank`` argument) at most 0."""
-    for var in ("RANK", "SLURM_PROCID"):
-        value = os.environ.get(var)
-        if value is not None and value.strip() != "":
-            if value.strip() != "0":
-                return False
-            break
-    for candidate in (cfg.get("rank") if cfg is not None else None, rank):
-        try:
-            if candidate is not None and int(candidate) > 0:
-                return False
-        except (TypeError, ValueError):
-            continue
-    return True
 
 
 class _Outbox:
@@ -190,10 +173,11 @@ def on(
     ``$FORGEML_NOTIFY_TIMEOUT``, else ``notify.timeout``, else 5) bounds each
     post, and the job waits at most that long at its end.
 
-    Only rank 0 posts (``$RANK``, else ``$SLURM_PROCID``, and the config's
-    ``rank``). Posts run on background threads; a failed or slow post is
-    logged, and the job's return value, exception and exit code stay what
-    they would be without the decorator. ``functools.wraps`` keeps the
+    Only rank 0 posts: the first of ``$RANK``, ``$SLURM_PROCID`` and the config's
+    ``rank`` (or a ``rank`` argument) that is set says the rank
+    (:func:`forgeml._core._env.process_rank`). Posts run on background threads;
+    a failed or slow post is logged, and the job's return value, exception and
+    exit code stay what they would be without the decorator. ``functools.wraps`` keeps the
     signature, so ``app.run(fn)`` builds the same options.
     """
     check_kind(kind)
@@ -248,12 +232,11 @@ def on(
 class _Notifier:
     """The notifications of one call of a decorated job."""
 
-    def __init__(self, job: str, args: Any, outbox: _Outbox) -> None:
+    def __init__(self, job: str, args: Any, outbox: _Outbox, rank: int = 0) -> None:
         self.job, self.args, self.outbox = job, args, outbox
         self.started = time.monotonic()
         self.host = socket.gethostname()
-        rank = os.environ.get("RANK") or os.environ.get("SLURM_PROCID") or "0"
-        self.rank = int(rank) if rank.strip().isdigit() else 0
+        self.rank = rank
 
     @classmethod
     def begin(
@@ -275,7 +258,8 @@ class _Notifier:
         global _warned_no_url
         try:
             cfg = _config_of(args, kwargs)
-            if not is_rank_zero(cfg, kwargs.get("rank")):
+            rank = process_rank(cfg if cfg is not None else kwargs)  # or a ``rank`` argument
+            if rank != 0:
                 return None
             target = resolve_target(webhook_url, kind, cfg)
             if target is None:
@@ -287,7 +271,9 @@ class _Notifier:
                     )
                 return None
             outbox = _Outbox(*target, resolve_timeout(timeout, cfg))
-            notifier = cls(job or _job_name(func), _arguments(signature, args, kwargs), outbox)
+            notifier = cls(
+                job or _job_name(func), _arguments(signature, args, kwargs), outbox, rank
+            )
             if start:
                 notifier.send("start")
             return notifier

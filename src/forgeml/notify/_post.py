@@ -14,8 +14,9 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from forgeml._core._errors import NotifyError
+from forgeml._core._format import format_duration
 from forgeml._version import __version__
-from forgeml.secrets._mask import mask, mask_tree
+from forgeml.secrets import mask, mask_tree
 
 log = logging.getLogger("forgeml.notify")
 
@@ -192,20 +193,11 @@ def _code(text: str) -> str:
     return f"```{body}```"
 
 
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
-
-
 def slack_message(payload: dict[str, Any]) -> dict[str, Any]:
     """Slack ``text`` (the notification's fallback) and ``blocks`` for a payload."""
     event = payload["event"]
-    took = _duration(payload.get("duration"))
+    seconds = payload.get("duration")
+    took = format_duration(seconds) if seconds is not None else ""
     after = f" after {took}" if event == "failure" and took else f" in {took}" if took else ""
     where = f"{payload['host']}" + (f", rank {payload['rank']}" if payload.get("rank") else "")
     text = f"{_EMOJI[event]} {payload['job']} {_VERB[event]}{after} on {where}"

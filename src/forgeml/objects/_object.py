@@ -61,6 +61,10 @@ class Object:
     ``save_object_imp(archive)`` / ``load_object_imp(archive)`` for custom state.
     """
 
+    #: Not part of a TorchScript program: ``torch.jit.script`` of a module that is also an
+    #: Object (``class Net(Object, torch.nn.Module)``) compiles every property otherwise.
+    __jit_unused_properties__ = ("dry_args", "dry_kwargs", "dry_id")
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         init = cls.__dict__.get("__init__")

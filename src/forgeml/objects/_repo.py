@@ -107,8 +107,13 @@ class RepoEntry:
         """The :class:`ObjectDef` that builds this object (imports its class)."""
         return ObjectDef.from_dict(self.encoded, allow=self._allow if allow is None else allow)
 
-    def load(self, *, allow: Iterable[str] | None = None, trust: bool | None = None) -> Any:
-        """Load the object from its archive."""
+    def local_file(self) -> Path:
+        """The object's archive as a local file, without opening it.
+
+        A remote repo's archive is fetched through the cache; a local one must lie
+        inside its repo's ``objects/`` folder and exist. Raises :class:`ObjectError`
+        otherwise.
+        """
         path = self.file
         root = self._root if self._root is not None else path.parent.parent
         if self._source is not None:
@@ -134,6 +139,11 @@ class RepoEntry:
                 f"file is missing. Remove the stale entry with repo.delete({self.dry_id!r}) "
                 f"or 'forgeml repo rm {root} {self.dry_id}'."
             )
+        return path
+
+    def load(self, *, allow: Iterable[str] | None = None, trust: bool | None = None) -> Any:
+        """Load the object from its archive."""
+        path = self.local_file()
         obj = load_object(
             path,
             allow=self._allow if allow is None else allow,

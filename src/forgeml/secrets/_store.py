@@ -144,8 +144,10 @@ class SecretStore:
                 f"variable cannot hold; nothing was stored."
             )
         with self._locked():
-            fernet = self._fernet(create=True)
-            secrets = self._decrypt(self._read_token(), fernet) if self.path.exists() else {}
+            # A new key only for a new file: one made for an existing file could never read it.
+            exists = self.path.exists()
+            fernet = self._fernet(create=not exists)
+            secrets = self._decrypt(self._read_token(), fernet) if exists else {}
             secrets[name] = value
             self._write(secrets, fernet)
         add_mask(value)
@@ -295,8 +297,9 @@ def _resolve_key(*, create: bool, file: Path) -> tuple[str, str]:
     if not create:
         raise SecretsError(
             f"No key for the secrets file {file}: {KEY_VAR} is not set and the OS keyring "
-            f"({type(backend).__name__}) holds no '{KEYRING_SERVICE}/{KEYRING_USER}' entry. Set "
-            f"{KEY_VAR} to the key the file was written with."
+            f"({type(backend).__name__}) holds no '{KEYRING_SERVICE}/{KEYRING_USER}' entry, and "
+            f"a new key could not read the file. Set {KEY_VAR} to the key the file was written "
+            f"with, or move the file away to start a new one (its secrets are then lost)."
         )
     key = generate_key()
     try:

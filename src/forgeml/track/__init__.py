@@ -9,6 +9,7 @@ server cannot be reached, runs are recorded locally and ``forgeml track sync``
 pushes them later. Only rank 0 of a distributed run logs.
 """
 
+from forgeml._core._env import is_rank_zero
 from forgeml._core._errors import TrackError
 from forgeml.track._api import (
     end_run,
@@ -39,7 +40,6 @@ from forgeml.track._run import (
     Run,
     TrackingOptions,
     active_run,
-    is_rank_zero,
     start_run,
     tracking_enabled,
     tracking_options,

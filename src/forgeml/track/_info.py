@@ -6,78 +6,12 @@ import getpass
 import os
 import platform
 import socket
-import subprocess
 import sys
-from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-#: Largest dirty diff stored with a run; a bigger one is cut with a note.
-MAX_DIFF_BYTES = 5 << 20
-_GIT_TIMEOUT = 15.0
-
-
-@dataclass(frozen=True)
-class GitInfo:
-    """The git state of the folder a run's code came from."""
-
-    root: str
-    commit: str
-    branch: str
-    dirty: bool
-    status: str
-    diff: str
-
-
-def _git(cwd: Path, *args: str) -> str | None:
-    try:
-        done = subprocess.run(
-            ["git", *args],
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            timeout=_GIT_TIMEOUT,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if done.returncode != 0:
-        return None
-    return done.stdout.decode("utf-8", errors="replace")
-
-
-def git_info(path: str | os.PathLike[str] | None = None) -> GitInfo | None:
-    """Commit, branch and uncommitted changes of the repository holding ``path``.
-
-    None when git is missing or ``path`` is not inside a repository (or one without
-    commits). ``diff`` is ``git diff HEAD`` (staged and unstaged changes to tracked
-    files); ``status`` (``git status --porcelain``) also lists untracked files.
-    """
-    where = Path(path or Path.cwd())
-    if where.is_file():
-        where = where.parent
-    if not where.is_dir():
-        return None
-    root = _git(where, "rev-parse", "--show-toplevel")
-    commit = _git(where, "rev-parse", "HEAD")
-    if root is None or commit is None:
-        return None
-    branch = (_git(where, "rev-parse", "--abbrev-ref", "HEAD") or "").strip()
-    status = _git(where, "status", "--porcelain") or ""
-    diff = _git(where, "diff", "HEAD", "--no-color", "--no-ext-diff") or ""
-    if len(diff.encode()) > MAX_DIFF_BYTES:
-        diff = diff.encode()[:MAX_DIFF_BYTES].decode("utf-8", errors="ignore")
-        diff += f"\n# forgeml: diff cut at {MAX_DIFF_BYTES} bytes\n"
-    return GitInfo(
-        root=root.strip(),
-        commit=commit.strip(),
-        branch=branch if branch and branch != "HEAD" else "",
-        dirty=bool(status.strip()),
-        status=status,
-        diff=diff,
-    )
+from forgeml._core._git import GitInfo
 
 
 def packages() -> dict[str, str]:

@@ -133,7 +133,12 @@ def find_run(client: Any, run_id: str) -> Any:
                 f"Run id prefix '{run_id}' matches {len(matches)} runs: "
                 f"{', '.join(r.info.run_id for r in matches[:5])}. Give more characters."
             )
-    raise TrackError(f"No run '{run_id}'. List runs with 'forgeml runs ls'.")
+    where = getattr(client, "tracking_uri", None)
+    searched = f" in the tracking store {where}" if where else ""
+    raise TrackError(
+        f"No run '{run_id}'{searched}. List its runs with 'forgeml runs ls', or point at "
+        f"another store (--uri, MLFLOW_TRACKING_URI)."
+    )
 
 
 def _all_runs(

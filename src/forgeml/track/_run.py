@@ -20,6 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from forgeml._core._env import is_rank_zero
 from forgeml._core._errors import TrackError, did_you_mean
 from forgeml.track import _store
 from forgeml.track._store import Target, describe_error, is_connection_error
@@ -118,20 +119,6 @@ def tracking_enabled(cfg: Mapping[str, Any] | None) -> bool:
     """True when ``cfg`` asks for a tracked run (a ``tracking`` section that is not off)."""
     options = tracking_options(cfg)
     return options is not None and bool(options.enabled)
-
-
-def is_rank_zero(cfg: Mapping[str, Any] | None = None) -> bool:
-    """True in the process that logs: not a distributed worker of rank > 0.
-
-    ``cfg.rank`` (set by ``app.run`` in its workers) and the ``RANK`` environment
-    variable (torchrun, Slurm launchers) both count.
-    """
-    if cfg is not None:
-        rank = cfg.get("rank")
-        with contextlib.suppress(TypeError, ValueError):
-            if rank is not None and int(rank) > 0:
-                return False
-    return os.environ.get("RANK", "0").strip() in ("", "0")
 
 
 # ----------------------------------------------------------------------------- run
@@ -436,6 +423,10 @@ class Run:
                     self._error = self._error or exc
 
     def _flush_buffer(self) -> None:
+        """Write the queued metrics. When a batch fails, it and the batches after it go
+        back to the front of the queue (sent again next time) and the error is raised;
+        beyond :data:`MAX_PENDING` queued values the oldest are dropped, with an error
+        that says so."""
         with self._send_lock:
             with self._cond:
                 rows, self._buffer = self._buffer, []
@@ -443,9 +434,25 @@ class Run:
                 return
             from mlflow.entities import Metric
 
-            for batch in chunks(rows, METRICS_PER_BATCH):
-                entities = [Metric(k, v, ts, step) for k, v, ts, step in batch]
-                self._call("log metrics", functools.partial(_log_batch, metrics=entities))
+            sent = 0
+            try:
+                for batch in chunks(rows, METRICS_PER_BATCH):
+                    entities = [Metric(k, v, ts, step) for k, v, ts, step in batch]
+                    self._call("log metrics", functools.partial(_log_batch, metrics=entities))
+                    sent += len(batch)
+            except BaseException as exc:
+                with self._cond:
+                    self._buffer[:0] = rows[sent:]
+                    dropped = len(self._buffer) - MAX_PENDING
+                    if dropped > 0:
+                        del self._buffer[:dropped]
+                if dropped > 0:
+                    raise TrackError(
+                        f"Could not log metrics for run {self.run_id}, and more than "
+                        f"{MAX_PENDING} values are waiting to be written: the {dropped} oldest "
+                        f"were dropped. Cause: {exc}"
+                    ) from exc
+                raise
 
     def flush(self) -> None:
         """Write every metric logged so far now (the background thread does it anyway)."""
@@ -499,9 +506,10 @@ class Run:
         """Record git commit/branch/diff, Python, packages, host and Slurm job of this process."""
         if not self.enabled:
             return
+        from forgeml._core._git import git_info
         from forgeml.track import _info
 
-        git = _info.git_info(Path(source) if source else None)
+        git = git_info(Path(source) if source else None, diff=True)
         env = _info.environment()
         self.set_tags(_info.system_tags(source, git, env))
         pkgs = env.pop("packages")
@@ -512,6 +520,7 @@ class Run:
                 "commit": git.commit,
                 "branch": git.branch,
                 "dirty": git.dirty,
+                "untracked": git.untracked,
             }
         self.log_text(
             mask_text(json.dumps(env, indent=2, default=str)) + "\n", "forgeml/environment.json"
@@ -519,6 +528,7 @@ class Run:
         self.log_text(_info.requirements(pkgs), "forgeml/requirements.txt")
         if git is not None and git.dirty:
             self.log_text(mask_text(git.diff), "forgeml/git.diff")
+        if git is not None and (git.dirty or git.untracked):
             self.log_text(mask_text(git.status), "forgeml/git-status.txt")
 
     def start_output(self) -> None:
@@ -630,10 +640,8 @@ def _dump_config(cfg: Mapping[str, Any]) -> str:
 
 def _mask_file(path: Path) -> None:
     """Mask secrets in a log file in place, line by line."""
-    try:
-        from forgeml.secrets import mask
-    except ImportError:
-        return
+    from forgeml.secrets import mask
+
     if not path.is_file():
         return
     masked = path.with_suffix(".masked")

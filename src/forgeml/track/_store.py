@@ -147,7 +147,9 @@ def _template_store() -> Path:
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    cache = Path(os.environ.get("FORGEML_CACHE") or "~/.cache/forgeml").expanduser().absolute()
+    from forgeml.store import cache_dir
+
+    cache = cache_dir()
     template = cache / f"mlflow-{mlflow.__version__}-empty.db"
     if template.is_file():
         return template

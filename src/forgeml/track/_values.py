@@ -137,17 +137,14 @@ def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
 
 
 def mask_tree(value: Any) -> Any:
-    """``value`` with known secrets masked, when ``forgeml.secrets`` is available."""
-    try:
-        from forgeml.secrets import mask_tree as masker
-    except ImportError:
-        return value
+    """``value`` with known secrets masked (:func:`forgeml.secrets.mask_tree`)."""
+    from forgeml.secrets import mask_tree as masker
+
     return masker(value)
 
 
 def mask_text(text: str) -> str:
-    try:
-        from forgeml.secrets import mask
-    except ImportError:
-        return text
+    """``text`` with known secrets masked (:func:`forgeml.secrets.mask`)."""
+    from forgeml.secrets import mask
+
     return mask(text)

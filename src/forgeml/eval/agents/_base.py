@@ -9,10 +9,9 @@ resolves its weights, loads them and hands back a :class:`AdapterPredictor`.
 from __future__ import annotations
 
 import contextlib
-import glob
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +26,22 @@ _DEVICE = re.compile(r"^(?:(?P<cpu>cpu)(?::0)?|(?:cuda|gpu)(?::(?P<index>\d+))?)
 
 
 def normalize_device(device: str) -> str:
-    """``"cpu"``, ``"cuda"``/``"gpu"`` (GPU 0), ``"cuda:N"``/``"gpu:N"`` -> its canonical name."""
+    """``"cpu"``, ``"cuda"``/``"gpu"`` (GPU 0), ``"cuda:N"``/``"gpu:N"`` -> its canonical name.
+
+    The one parser of device names (the runner's ``architecture`` uses it too).
+    """
     match = _DEVICE.match(str(device).strip().lower())
     if match is None:
         raise EvalError(f"A device is 'cpu' or 'cuda:N' (N: the GPU's index). Got {device!r}.")
     if match.group("cpu"):
         return "cpu"
     return f"cuda:{int(match.group('index') or 0)}"
+
+
+def device_index(device: str) -> int | None:
+    """The GPU index of a canonical device name (``"cuda:1"`` -> 1); None for ``"cpu"``."""
+    head, _, index = device.partition(":")
+    return int(index or 0) if head == "cuda" else None
 
 
 def check_threads(threads: object) -> int | None:
@@ -44,20 +52,20 @@ def check_threads(threads: object) -> int | None:
     return threads
 
 
-def nvidia_gpus() -> int:
-    """How many NVIDIA GPUs this machine has (``/dev/nvidiaN`` devices); imports nothing."""
-    return len(glob.glob("/dev/nvidia[0-9]*"))
+def allowed_modules(
+    manifest: Manifest, defaults: Iterable[str] = ("forgeml.",)
+) -> tuple[str, ...] | None:
+    """The module prefixes the classes of a manifest's weights may come from.
 
-
-def allowed_modules(manifest: Manifest) -> tuple[str, ...] | None:
-    """The manifest's ``attributes.allow``: module prefixes its weights' classes may come from.
-
-    None (the default) lets a model's class come from any importable module, as
-    models saved by users live in their own packages.
+    ``attributes.allow`` when the manifest has it. Otherwise weights from a local
+    ``path`` or the ``zoo`` may name any importable module (None), as models
+    saved by users live in their own packages; weights fetched from a ``url`` or
+    read from a ``repo`` only ``defaults`` (forgeml's and the framework's own
+    packages): name the others in ``attributes.allow`` to widen it.
     """
     allow = manifest.attributes.get("allow")
     if allow is None:
-        return None
+        return tuple(defaults) if manifest.weights.source in ("url", "repo") else None
     if isinstance(allow, str):
         allow = [allow]
     if not isinstance(allow, list | tuple) or not all(isinstance(a, str) and a for a in allow):
@@ -71,12 +79,22 @@ def allowed_modules(manifest: Manifest) -> tuple[str, ...] | None:
 class AdapterPredictor:
     """A model loaded by a framework adapter, on one device (a :class:`Predictor`)."""
 
-    def __init__(self, adapter: Any, model: Any, device: str, info: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        adapter: Any,
+        model: Any,
+        device: str,
+        info: Mapping[str, str],
+        *,
+        restore: Callable[[], None] | None = None,
+    ) -> None:
         self.info: Mapping[str, str] = dict(info)
         self.adapter = adapter
         self.model = model
         self.device = device
         self._predict = adapter.predict
+        #: Puts back the process-wide thread settings that loading changed (see close).
+        self._restore = restore
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         if self.model is None:
@@ -96,9 +114,15 @@ class AdapterPredictor:
         return context
 
     def close(self) -> None:
-        if self.model is not None and hasattr(self.adapter, "close"):
-            self.adapter.close(self.model)
-        self.model = None
+        """Release the model and put the process's thread settings back as they were."""
+        try:
+            if self.model is not None and hasattr(self.adapter, "close"):
+                self.adapter.close(self.model)
+        finally:
+            self.model = None
+            restore, self._restore = self._restore, None
+            if restore is not None:
+                restore()
 
     def __repr__(self) -> str:
         described = ", ".join(f"{k}={v}" for k, v in self.info.items())
@@ -134,6 +158,11 @@ class FrameworkAgent:
         verb = "is" if len(missing) == 1 else "are"
         return f"{', '.join(missing)} {verb} not installed.{self.hint()}"
 
+    def trusted_modules(self) -> tuple[str, ...]:
+        """The module prefixes url and repo weights may load classes from by default:
+        forgeml's and this framework's packages (``attributes.allow`` widens it)."""
+        return ("forgeml.", *(f"{package}." for package in self.packages))
+
     def hint(self) -> str:
         from forgeml.eval._registries import AGENTS
 
@@ -166,19 +195,29 @@ class FrameworkAgent:
                 f"Available: {', '.join(devices) or '(none)'}."
             )
         path = self.weights(manifest)
-        try:
-            model, in_effect = self.open(adapter, path, manifest, device=device, threads=threads)
-        except EvalError:
-            raise
-        except ForgeMLError as exc:
-            raise EvalError(f"Cannot load model '{manifest.name}' from {path}: {exc}") from exc
+        # ``threads`` may change process-wide settings (torch, BLAS pools): the
+        # predictor puts them back when it is closed.
+        saver = getattr(adapter, "thread_state", None) if threads is not None else None
+        restore: Callable[[], None] | None = saver() if saver is not None else None
+        with contextlib.ExitStack() as undo:  # restored at once when loading fails
+            if restore is not None:
+                undo.callback(restore)
+            try:
+                model, in_effect = self.open(
+                    adapter, path, manifest, device=device, threads=threads
+                )
+            except EvalError:
+                raise
+            except ForgeMLError as exc:
+                raise EvalError(f"Cannot load model '{manifest.name}' from {path}: {exc}") from exc
+            undo.pop_all()
         info = {
             **adapter.inference_info(),
             "agent": self.name,
             "device": device,
             "threads": str(in_effect) if in_effect is not None else "default",
         }
-        return AdapterPredictor(adapter, model, device, info)
+        return AdapterPredictor(adapter, model, device, info, restore=restore)
 
     def check_manifest(self, manifest: Manifest) -> None:
         if manifest.framework != self.framework:
@@ -206,7 +245,7 @@ class FrameworkAgent:
         """The model ready on ``device`` and the threads in effect (adapter's ``place``)."""
         from forgeml.objects import load_object
 
-        obj = load_object(path, allow=allowed_modules(manifest))
+        obj = load_object(path, allow=allowed_modules(manifest, self.trusted_modules()))
         model = self.find_model(adapter, obj, manifest, path)
         placed: tuple[Any, int | None] = adapter.place(model, device, threads=threads)
         return placed

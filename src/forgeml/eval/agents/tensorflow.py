@@ -14,7 +14,7 @@ class TensorFlowAgent(FrameworkAgent):
     name = "tensorflow"
     framework = "tensorflow"
     adapter_name = "keras"
-    packages = ("keras",)
+    packages = ("tensorflow", "keras")  # the agent runs Keras on the TensorFlow backend
     runs = "a Keras model or layer (keras.Layer)"
 
 

@@ -3,7 +3,8 @@
 The manifest's weights are a serialized engine (``.engine``/``.plan``), or an
 ``.onnx`` file that is built into one when loaded (batch dimension dynamic up
 to ``attributes.max_batch``, default 64; ``attributes.precision: fp16`` allows
-half-precision kernels). Needs an NVIDIA GPU, ``tensorrt`` and ``cuda-python``.
+half-precision kernels) and kept in ``<cache>/tensorrt`` for the next load.
+Needs an NVIDIA GPU, ``tensorrt`` and ``cuda-python``.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from forgeml._core._env import nvidia_gpu_count
 from forgeml._core._errors import EvalError
 from forgeml._core._lazy import is_installed
 from forgeml.eval._manifest import Manifest
-from forgeml.eval.agents._base import FrameworkAgent, nvidia_gpus, weights_file
+from forgeml.eval.agents._base import FrameworkAgent, weights_file
 
 SUFFIXES = (".engine", ".plan", ".trt", ".onnx")
 
@@ -27,8 +29,11 @@ class TensorRTAgent(FrameworkAgent):
     runs = "a TensorRT engine (.engine, .plan) or an .onnx file"
 
     def unavailable(self) -> str | None:
-        if not nvidia_gpus():
-            return "no NVIDIA GPU here (no /dev/nvidia* device); TensorRT runs only on NVIDIA GPUs."
+        if not nvidia_gpu_count():
+            return (
+                "no NVIDIA GPU here (none visible to this process: see CUDA_VISIBLE_DEVICES); "
+                "TensorRT runs only on NVIDIA GPUs."
+            )
         if not is_installed("tensorrt"):
             return "tensorrt is not installed. HINT: pip install tensorrt cuda-python"
         if not is_installed("cuda"):
@@ -59,9 +64,18 @@ class TensorRTAgent(FrameworkAgent):
             sample_shape=tuple(manifest.input.shape),
             max_batch=max_batch,
             fp16=manifest.attributes.get("precision") == "fp16",
+            cache_dir=_engine_cache(),
         )
         placed: tuple[Any, int | None] = adapter.place(engine, device, threads=threads)
         return placed
+
+
+def _engine_cache() -> Path:
+    """Where engines built from ``.onnx`` files are kept: ``<cache>/tensorrt`` (keyed by the
+    model's sha256, the TensorRT version, the GPU and the build options)."""
+    from forgeml.store import cache_dir
+
+    return cache_dir() / "tensorrt"
 
 
 agent = TensorRTAgent()

@@ -93,6 +93,9 @@ def encode_labels(
 
     Integer labels index ``classes`` (the source's class names) when known, and
     are mapped by name to ``output.labels``; else they are the model's indices.
+    Classes that match no label are taken in order only when they are bare indices
+    (``"0"``, ``"1"``, ...); other names are an error, since sorted folder names
+    (``"eight", "five", ...``) need not be in the model's order.
     String labels are mapped by name to ``output.labels``, or to their sorted
     order when the manifest has none.
     """
@@ -113,7 +116,15 @@ def encode_labels(
         known = {name: i for i, name in enumerate(wanted)}
         found = [name in known for name in names]
         if not any(found) and len(names) == len(wanted):
-            return array  # differently named, same number: the same order
+            if names == [str(i) for i in range(len(names))]:
+                return array  # the classes are bare indices ("0", "1", ...): the model's order
+            raise EvalError(
+                f"{where}: none of the dataset's classes ({', '.join(names)}) is a label of "
+                f"model '{manifest.name}' (its labels: {', '.join(wanted)}), so they cannot be "
+                f"matched by name, and their order may not be the model's. Rename the classes "
+                f"(e.g. the class folders) to the model's labels, or set the manifest's "
+                f"output.labels to the dataset's class names in the order of the model's outputs."
+            )
         mapping = np.array([known.get(name, -1) for name in names], dtype=np.int64)
         if not all(found):
             missing = [n for n, ok in zip(names, found, strict=True) if not ok]
