@@ -72,7 +72,8 @@ class BaseExporter:
             )
 
     def export(self, source: ExportSource, path: Path, options: ExportOptions) -> dict[str, Any]:
-        raise NotImplementedError
+        """Write the exported model to ``path``; each exporter subclass implements this."""
+        raise NotImplementedError(f"{type(self).__name__} must implement export()")
 
     def __repr__(self) -> str:
         return f"<exporter {self.source}->{self.target}>"
