@@ -28,9 +28,7 @@ Run with ``python benchmarks/eval_overhead.py [--runs N] [--threads N] [--only N
 
 from __future__ import annotations
 
-import argparse
 import gc
-import json
 import os
 import statistics
 import sys
@@ -43,7 +41,8 @@ from typing import Any
 
 import numpy as np
 
-Record = dict[str, Any]
+from _bench import Benchmarks, Record
+
 MODEL = "digits_cnn"
 AGENT = "pytorch"
 WARMUP = 2
@@ -59,15 +58,8 @@ class Context:
     threads: int
 
 
-BENCHMARKS: dict[str, Callable[[Context], Record]] = {}
-
-
-def benchmark(name: str) -> Callable[[Callable[[Context], Record]], Callable[[Context], Record]]:
-    def register(fn: Callable[[Context], Record]) -> Callable[[Context], Record]:
-        BENCHMARKS[name] = fn
-        return fn
-
-    return register
+BENCHMARKS: Benchmarks[Context] = Benchmarks()
+benchmark = BENCHMARKS
 
 
 def dataset(repeat: int = REPEAT) -> tuple[np.ndarray, np.ndarray]:
@@ -255,39 +247,18 @@ def harness_rss(ctx: Context) -> Record:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=7, help="timed runs per figure")
+    parser = BENCHMARKS.parser(__doc__)
     parser.add_argument("--threads", type=int, default=1, help="torch threads, both sides")
-    parser.add_argument(
-        "--only",
-        action="append",
-        metavar="NAME",
-        help=f"run only this benchmark (repeatable): {', '.join(BENCHMARKS)}",
-    )
     args = parser.parse_args(argv)
-    if args.runs < 1:
-        parser.error(f"--runs must be a positive integer. Got {args.runs}.")
-    if args.threads < 1:
-        parser.error(f"--threads must be a positive integer. Got {args.threads}.")
-    selected = args.only or list(BENCHMARKS)
-    unknown = [name for name in selected if name not in BENCHMARKS]
-    if unknown:
-        parser.error(f"unknown benchmark {unknown[0]!r}. Known: {', '.join(BENCHMARKS)}.")
+    selected = BENCHMARKS.selected(parser, args, "threads")
 
-    failed = False
     with tempfile.TemporaryDirectory(prefix="forgeml-bench-") as tmp:
         os.environ["FORGEML_HOME"] = str(Path(tmp) / "home")  # results.db of this run only
-        for name in selected:
-            workdir = Path(tmp) / name
-            workdir.mkdir()
-            try:
-                context = Context(runs=args.runs, workdir=workdir, threads=args.threads)
-                record = BENCHMARKS[name](context)
-            except Exception as exc:
-                record = {"name": name, "ratio": 0.0, "error": f"{type(exc).__name__}: {exc}"}
-                failed = True
-            print(json.dumps(record), flush=True)
-    return 1 if failed else 0
+        return BENCHMARKS.run(
+            selected,
+            Path(tmp),
+            lambda workdir: Context(runs=args.runs, workdir=workdir, threads=args.threads),
+        )
 
 
 if __name__ == "__main__":

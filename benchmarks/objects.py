@@ -28,13 +28,10 @@ Run with ``python benchmarks/objects.py [--runs N] [--only NAME ...]``.
 
 from __future__ import annotations
 
-import argparse
 import itertools
-import json
 import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -44,10 +41,9 @@ from typing import Any
 import numpy as np
 
 import forgeml.io as fio
+from _bench import Benchmarks, Record, ms, timed
 from forgeml.io import sha256_file
 from forgeml.objects import Object, Repo, Selector, read_manifest
-
-Record = dict[str, Any]
 
 
 @dataclass
@@ -58,28 +54,8 @@ class Context:
     workdir: Path
 
 
-#: name -> benchmark function; each returns one headline record
-BENCHMARKS: dict[str, Callable[[Context], Record]] = {}
-
-
-def benchmark(name: str) -> Callable[[Callable[[Context], Record]], Callable[[Context], Record]]:
-    """Register a benchmark under ``name`` (what ``--only`` selects)."""
-
-    def register(fn: Callable[[Context], Record]) -> Callable[[Context], Record]:
-        BENCHMARKS[name] = fn
-        return fn
-
-    return register
-
-
-def ms(seconds: float) -> float:
-    return round(seconds * 1000, 1)
-
-
-def timed(fn: Callable[[], Any]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+BENCHMARKS: Benchmarks[Context] = Benchmarks()
+benchmark = BENCHMARKS
 
 
 def compare(
@@ -310,34 +286,11 @@ def repo_get(ctx: Context) -> Record:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=7, help="timed runs per figure")
-    parser.add_argument(
-        "--only",
-        action="append",
-        metavar="NAME",
-        help=f"run only this benchmark (repeatable): {', '.join(BENCHMARKS)}",
-    )
+    parser = BENCHMARKS.parser(__doc__)
     args = parser.parse_args(argv)
-    if args.runs < 1:
-        parser.error(f"--runs must be a positive integer. Got {args.runs}.")
-    selected = args.only or list(BENCHMARKS)
-    unknown = [name for name in selected if name not in BENCHMARKS]
-    if unknown:
-        parser.error(f"unknown benchmark {unknown[0]!r}. Known: {', '.join(BENCHMARKS)}.")
-
-    failed = False
+    selected = BENCHMARKS.selected(parser, args)
     with tempfile.TemporaryDirectory(prefix="forgeml-bench-") as tmp:
-        for name in selected:
-            workdir = Path(tmp) / name
-            workdir.mkdir()
-            try:
-                record = BENCHMARKS[name](Context(runs=args.runs, workdir=workdir))
-            except Exception as exc:
-                record = {"name": name, "ratio": 0.0, "error": f"{type(exc).__name__}: {exc}"}
-                failed = True
-            print(json.dumps(record), flush=True)
-    return 1 if failed else 0
+        return BENCHMARKS.run(selected, Path(tmp), lambda workdir: Context(args.runs, workdir))
 
 
 if __name__ == "__main__":

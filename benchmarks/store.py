@@ -23,24 +23,20 @@ times each side once: ``--small-reads`` reads). Run with
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+from _bench import Benchmarks, Record, timed
+from _bench import ms as bench_ms
 from forgeml.store import MemoryCache, clear_cache, localize_cached, read_cached
 from s3server import S3Server, start_s3
-
-Record = dict[str, Any]
 
 
 @dataclass
@@ -54,28 +50,12 @@ class Context:
     bucket: str
 
 
-#: name -> benchmark function; each returns one headline record
-BENCHMARKS: dict[str, Callable[[Context], Record]] = {}
-
-
-def benchmark(name: str) -> Callable[[Callable[[Context], Record]], Callable[[Context], Record]]:
-    """Register a benchmark under ``name`` (what ``--only`` selects)."""
-
-    def register(fn: Callable[[Context], Record]) -> Callable[[Context], Record]:
-        BENCHMARKS[name] = fn
-        return fn
-
-    return register
+BENCHMARKS: Benchmarks[Context] = Benchmarks()
+benchmark = BENCHMARKS
 
 
 def ms(seconds: float) -> float:
-    return round(seconds * 1000, 3)
-
-
-def timed(fn: Callable[[], Any]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+    return bench_ms(seconds, 3)
 
 
 def use_cache(ctx: Context, name: str) -> None:
@@ -180,44 +160,23 @@ def lru_small_reads(ctx: Context) -> Record:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=7, help="timed runs per figure")
+    parser = BENCHMARKS.parser(__doc__)
     parser.add_argument(
         "--small-reads", type=int, default=10_000, help="reads in store_lru_small_reads"
     )
-    parser.add_argument(
-        "--only",
-        action="append",
-        metavar="NAME",
-        help=f"run only this benchmark (repeatable): {', '.join(BENCHMARKS)}",
-    )
     args = parser.parse_args(argv)
-    if args.runs < 1:
-        parser.error(f"--runs must be a positive integer. Got {args.runs}.")
-    if args.small_reads < 1:
-        parser.error(f"--small-reads must be a positive integer. Got {args.small_reads}.")
-    selected = args.only or list(BENCHMARKS)
-    unknown = [name for name in selected if name not in BENCHMARKS]
-    if unknown:
-        parser.error(f"unknown benchmark {unknown[0]!r}. Known: {', '.join(BENCHMARKS)}.")
+    selected = BENCHMARKS.selected(parser, args, "small_reads")
 
-    failed = False
     with tempfile.TemporaryDirectory(prefix="forgeml-bench-") as tmp, start_s3(tmp) as server:
         os.environ.update(server.env())
         for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_SESSION_TOKEN"):
             os.environ.pop(name, None)
         bucket = server.make_bucket("forgeml-bench")
-        for name in selected:
-            workdir = Path(tmp) / name
-            workdir.mkdir()
-            ctx = Context(args.runs, args.small_reads, workdir, server, bucket)
-            try:
-                record = BENCHMARKS[name](ctx)
-            except Exception as exc:
-                record = {"name": name, "ratio": 0.0, "error": f"{type(exc).__name__}: {exc}"}
-                failed = True
-            print(json.dumps(record), flush=True)
-    return 1 if failed else 0
+        return BENCHMARKS.run(
+            selected,
+            Path(tmp),
+            lambda workdir: Context(args.runs, args.small_reads, workdir, server, bucket),
+        )
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ Layout of a cache root (``$FORGEML_CACHE``, default ``~/.cache/forgeml``, and
     objects/<u[:2]>/<u>/<v>/<name>          the object's bytes
     objects/<u[:2]>/<u>/<v>/.entry.json     url, version, size, sha256
     objects/<u[:2]>/<u>/.<v>.lock           flock()ed by the process filling <v>
-    objects/<u[:2]>/<u>/.<v>.tmp-XXXX/      an entry being filled (never served)
+    objects/<u[:2]>/<u>/.<v>.tmp-<random>/      an entry being filled (never served)
 
 ``u`` is the SHA-256 of the exact URL and ``v`` that of its version (ETag,
 size and modification time from ``fs.info``), so a lookup is one path
