@@ -25,7 +25,7 @@ $(VENV)/.demo: pyproject.toml | $(PY)
 # Everything the test suite needs: every framework (torch pinned to the local CPU
 # wheel, tensorflow-cpu), S3 and hub clients, and the tools.
 $(VENV)/.dev: pyproject.toml | $(PY)
-	$(PIP) -e '.[dev,torch,tensorflow,sklearn,xgboost,keras,onnx,eval,tracking,secrets,s3,hub]'
+	$(PIP) -e '.[dev,torch,tensorflow,sklearn,xgboost,keras,onnx,eval,tracking,secrets,s3,hub,serve,trace,jobs,tune,template]'
 	@touch $@ $(VENV)/.base $(VENV)/.demo
 
 # The main job: every digits model of the zoo on every framework at batch sizes 1 and 64;

@@ -19,16 +19,25 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "forgeml.cli.export:export_command",
         "Export a model to ONNX, TorchScript or TensorRT, checked against it.",
     ),
+    "jobs": ("forgeml.cli.jobs:jobs", "Launch, watch, stop and relaunch Slurm jobs and arrays."),
     "models": ("forgeml.cli.models:models", "List, show, add and build models (the zoo)."),
+    "new": ("forgeml.cli.new:new", "Create a project from the forgeml template (or update one)."),
+    "package": (
+        "forgeml.cli.package:package",
+        "Write a Docker/Apptainer build context that serves a model.",
+    ),
     "ps": ("forgeml.cli.daemons:ps", "List daemons started with -d/--daemon."),
     "repo": ("forgeml.cli.repo:repo", "List, show and remove objects stored in a Repo."),
     "report": ("forgeml.cli.report:report", "Write an HTML report of evaluations: plots, tables."),
     "results": ("forgeml.cli.results:results", "List, show, compare and export evaluations."),
     "runs": ("forgeml.cli.runs:runs", "List, show and compare tracked runs (MLflow)."),
     "secrets": ("forgeml.cli.secrets:secrets", "Store credentials encrypted; run jobs with them."),
+    "serve": ("forgeml.cli.serve:serve", "Serve a model over HTTP with dynamic batching."),
     "stop": ("forgeml.cli.daemons:stop", "Stop daemons by pid or program name."),
     "store": ("forgeml.cli.store:store", "List, copy, remove and size files at paths or URLs."),
+    "trace": ("forgeml.cli.trace:trace", "Summarise trace files: where the time goes."),
     "track": ("forgeml.cli.track:track", "Show the tracking store; sync runs recorded offline."),
+    "tune": ("forgeml.cli.tune:tune", "Search hyperparameters with Optuna; show studies."),
 }
 
 
