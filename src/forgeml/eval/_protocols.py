@@ -58,7 +58,7 @@ class Agent(Protocol):
         ...
 
 
-@dataclass
+@dataclass(slots=True)
 class Batch:
     """Raw samples as a task reads them, with labels when the dataset has them."""
 

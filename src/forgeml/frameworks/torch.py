@@ -340,6 +340,33 @@ class TorchAdapter:
                 out = out[0]
             return out.detach().cpu().numpy()  # .cpu() waits for the device
 
+    def predict_function(self, model: Any, device: str) -> Callable[[Any], Any]:
+        """:meth:`predict` for one model and device. On the CPU, inside :meth:`session`
+        (inference mode on), a contiguous writable float array goes straight through
+        ``torch.from_numpy`` and a plain tensor output straight to ``.numpy()``; anything
+        else takes :meth:`predict`'s general path."""
+        import numpy as np
+
+        if device != "cpu":
+            return lambda batch: self.predict(model, batch, device)
+        general = self.predict
+        from_numpy = torch.from_numpy
+        inference = torch.is_inference_mode_enabled
+        ndarray, tensor = np.ndarray, torch.Tensor
+
+        def predict(batch: Any) -> Any:
+            if type(batch) is not ndarray or not inference():
+                return general(model, batch, device)
+            flags = batch.flags
+            if not (flags.c_contiguous and flags.writeable):
+                return general(model, batch, device)
+            out = model(from_numpy(batch))
+            if type(out) is not tensor:
+                return general(model, batch, device)
+            return out.numpy()
+
+        return predict
+
     def synchronize(self, device: str) -> None:
         if device.startswith("cuda"):
             torch.cuda.synchronize(device)
@@ -480,6 +507,28 @@ class TorchAdapter:
         else:
             _load_optimizer(obj, directory, info)
         return obj
+
+    # -- forgeml.context: limits in a compute context's process --------------------------------
+
+    def context_configure(self, gpus: dict[int, float], memory_mb: dict[int, int]) -> None:
+        """Limit torch to its share of each visible CUDA device, before it allocates there.
+
+        ``gpus`` maps a visible device's index (as torch numbers it) to the share of
+        its memory torch may use; visible devices missing from it get 0 (every
+        allocation there fails). ``memory_mb`` is unused: torch takes a fraction.
+        A process without CUDA devices has nothing to limit.
+        """
+        del memory_mb
+        if not torch.cuda.is_available():
+            return
+        for index in range(torch.cuda.device_count()):
+            torch.cuda.set_per_process_memory_fraction(float(gpus.get(index, 0.0)), index)
+
+    def context_memory_fraction(self, index: int) -> float:
+        """The memory fraction set for CUDA device ``index`` (1.0 when none was set)."""
+        return float(torch.cuda.get_per_process_memory_fraction(index))
+
+    # -- end of forgeml.context ---------------------------------------------------------------
 
 
 # --- forgeml.data helpers (see TorchAdapter.data_to_numpy) ---

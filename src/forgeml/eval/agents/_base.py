@@ -92,15 +92,24 @@ class AdapterPredictor:
         self.adapter = adapter
         self.model = model
         self.device = device
-        self._predict = adapter.predict
+        #: The model's outputs for a numpy batch (a numpy array): the adapter's
+        #: ``predict_function`` for this model and device when it has one, else its
+        #: ``predict``. An attribute, not a method: the runner calls it once a batch.
+        self.predict: Callable[[np.ndarray], np.ndarray] = self._predict_function()
         #: Puts back the process-wide thread settings that loading changed (see close).
         self._restore = restore
 
-    def predict(self, batch: np.ndarray) -> np.ndarray:
-        if self.model is None:
-            raise EvalError(f"This {self.info.get('framework', '')} predictor is closed.")
-        out: np.ndarray = self._predict(self.model, batch, self.device)
-        return out
+    def _predict_function(self) -> Callable[[np.ndarray], np.ndarray]:
+        adapter, model, device = self.adapter, self.model, self.device
+        specialised = getattr(adapter, "predict_function", None)
+        if specialised is not None:
+            function: Callable[[np.ndarray], np.ndarray] = specialised(model, device)
+            return function
+        general = adapter.predict
+        return lambda batch: general(model, batch, device)
+
+    def _closed(self, batch: np.ndarray) -> np.ndarray:
+        raise EvalError(f"This {self.info.get('framework', '')} predictor is closed.")
 
     def synchronize(self) -> None:
         self.adapter.synchronize(self.device)
@@ -120,6 +129,7 @@ class AdapterPredictor:
                 self.adapter.close(self.model)
         finally:
             self.model = None
+            self.predict = self._closed
             restore, self._restore = self._restore, None
             if restore is not None:
                 restore()
