@@ -69,6 +69,82 @@ class TrackError(ForgeMLError):
     """A run cannot be started, logged to, resumed, queried or synced (``forgeml.track``)."""
 
 
+class ServeError(ForgeMLError):
+    """A model cannot be served, or a serving option or backend is invalid (``forgeml.serve``)."""
+
+
+ServeError.__module__ = "forgeml"
+
+
+class PackageError(ForgeMLError):
+    """A build context cannot be written, or a packaging option is invalid (``forgeml.package``)."""
+
+
+PackageError.__module__ = "forgeml"
+
+
+class TuneError(ForgeMLError):
+    """A search space, study, sampler, pruner or trial cannot be set up (``forgeml.tune``)."""
+
+
+TuneError.__module__ = "forgeml"
+
+
+class JobsError(ForgeMLError):
+    """A Slurm job cannot be launched, found, queried, stopped or relaunched (``forgeml.jobs``)."""
+
+
+JobsError.__module__ = "forgeml"
+
+
+class ContextError(ForgeMLError):
+    """A compute context cannot be requested, started or run in (``forgeml.context``)."""
+
+
+class ContextIncompatibilityError(ContextError):
+    """The active compute context does not satisfy a request (``forgeml.context``)."""
+
+
+class ContextResourceError(ContextError):
+    """A resource pool cannot grant a request: too few CPUs or GPUs free (``forgeml.context``)."""
+
+
+class ContextChildError(ContextError):
+    """A function run in a compute context raised; carries the child's traceback."""
+
+    #: the qualified name of the exception's type in the child, e.g. ``"builtins.ValueError"``
+    child_type: str = ""
+    #: the traceback formatted in the child process
+    child_traceback: str = ""
+
+
+for _context_error in (
+    ContextError,
+    ContextIncompatibilityError,
+    ContextResourceError,
+    ContextChildError,
+):
+    _context_error.__module__ = "forgeml"
+
+
+class TemplateError(ForgeMLError):
+    """A project cannot be created from the template, or updated from it (``forgeml new``)."""
+
+
+TemplateError.__module__ = "forgeml"
+
+
+class TraceError(ForgeMLError):
+    """A trace level, exporter, endpoint or trace file is invalid (``forgeml.trace``)."""
+
+
+TraceError.__module__ = "forgeml"
+
+
+class TrainError(ForgeMLError, ValueError):
+    """A model cannot be built, trained or scored (``forgeml.train``, ``forgeml.metrics``)."""
+
+
 class CLIError(ForgeMLError):
     """A command of the ``forgeml`` CLI failed in a way the user can fix."""
 
@@ -89,6 +165,7 @@ for _error in (
     NotifyError,
     SecretsError,
     TrackError,
+    TrainError,
     CLIError,
 ):
     _error.__module__ = "forgeml"  # tracebacks read forgeml.ConfigError

@@ -93,5 +93,37 @@ class TensorFlowAdapter:
 
     # -- end of forgeml.eval ----------------------------------------------------------------
 
+    # -- forgeml.context: limits in a compute context's process --------------------------------
+
+    def context_configure(self, gpus: dict[int, float], memory_mb: dict[int, int]) -> None:
+        """Show TensorFlow only the GPUs in ``gpus``, each limited to ``memory_mb`` MiB.
+
+        ``gpus`` maps a visible GPU's index (as TensorFlow numbers them) to the share
+        TensorFlow may use; the others are hidden from it. A device granted whole,
+        or whose size is unknown (no entry in ``memory_mb``), grows its memory as
+        needed instead of taking it all. Must run before TensorFlow starts its
+        runtime (its first op); raises ``RuntimeError`` after that.
+        """
+        physical = tf.config.list_physical_devices("GPU")
+        visible = [device for index, device in enumerate(physical) if gpus.get(index, 0.0) > 0]
+        tf.config.set_visible_devices(visible, "GPU")
+        for index, device in enumerate(physical):
+            share = gpus.get(index, 0.0)
+            if share <= 0:
+                continue
+            if share < 1 and index in memory_mb:
+                limit = max(1, int(memory_mb[index] * share))
+                tf.config.set_logical_device_configuration(
+                    device, [tf.config.LogicalDeviceConfiguration(memory_limit=limit)]
+                )
+            else:
+                tf.config.experimental.set_memory_growth(device, True)
+
+    def context_gpus(self) -> list[str]:
+        """The names of the GPUs TensorFlow uses in this process (``/device:GPU:0`` ...)."""
+        return [device.name for device in tf.config.list_logical_devices("GPU")]
+
+    # -- end of forgeml.context ---------------------------------------------------------------
+
 
 adapter = TensorFlowAdapter()
