@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: demo quickstart test chromium lint format type-check bench docs clean
+.PHONY: demo quickstart test chromium slurm lint format type-check bench docs clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -51,7 +51,22 @@ chromium:
 	       "tests/test_report.py skips its browser check"; \
 	fi
 
-test: $(VENV)/.dev chromium
+# Debian's slurm-wlm and munge, for the local Slurm cluster of tests/test_jobs.py
+# (scripts/slurm-local). Installed with apt-get when missing and run as root; otherwise
+# those tests skip, saying so.
+slurm:
+	@if command -v slurmctld >/dev/null 2>&1 || [ -x /usr/sbin/slurmctld ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "Installing Debian slurm-wlm and munge for tests/test_jobs.py (apt-get) ..."; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      --no-install-recommends slurm-wlm munge >/dev/null; } \
+	  || echo "warning: could not install slurm-wlm and munge; tests/test_jobs.py skips its cluster tests"; \
+	else \
+	  echo "note: slurm-wlm and munge are missing (installing them needs root and apt-get);" \
+	       "tests/test_jobs.py skips its cluster tests"; \
+	fi
+
+test: $(VENV)/.dev chromium slurm
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

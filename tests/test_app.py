@@ -234,7 +234,7 @@ def test_exception_in_main_is_logged_and_exits_1(
 
 @pytest.mark.parametrize(
     ("dist", "message"),
-    [("slurm", "--dist slurm submits through forgeml.jobs"), ("mpi", "Got 'mpi'")],
+    [("mpi", "Got 'mpi'"), ("ray", "--dist must be 'torch' or 'slurm'")],
 )
 def test_unsupported_dist_exits_1_with_a_message(
     in_process: Path, caplog: pytest.LogCaptureFixture, dist: str, message: str
@@ -785,3 +785,135 @@ def test_dist_torch_without_world_size_on_cpu(leftovers: Path) -> None:
     assert "Example: --dist torch --world-size 2." in result.stderr
     assert "Traceback" not in result.stderr
     assert result.stdout == ""
+
+
+# ----------------------------------------------------------------------------- Slurm (jobs issue)
+
+
+@pytest.fixture
+def job_task(in_process: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """``app.run`` as a task of a forgeml job: its state file; signal handlers and checkpoint
+    hooks are restored afterwards."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGUSR1, signal.SIGTERM)}
+    state = in_process / "task.json"
+    monkeypatch.setenv("FORGEML_JOB_STATE", str(state))
+    monkeypatch.delenv("FORGEML_RESUME", raising=False)
+    app.clear_checkpoint_hooks()
+    try:
+        yield state
+    finally:
+        app.clear_checkpoint_hooks()
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+def test_dist_slurm_outside_an_allocation_submits_and_says_what_is_missing(
+    in_process: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(in_process))  # no sbatch here
+    monkeypatch.setattr("forgeml.jobs._slurm.os.path.exists", lambda path: False)
+    called = []
+    with pytest.raises(SystemExit) as info:
+        app.run(called.append, {"dist": "slurm", "slurm_partition": "debug"})
+    assert info.value.code == 1
+    assert not called
+    assert "The Slurm command 'sbatch' is not on PATH" in caplog.text
+    assert "scripts/slurm-local" in caplog.text
+    (record,) = (in_process / "home" / "jobs").glob("*/job.sh")  # written before sbatch ran
+    script = record.read_text()
+    assert "#SBATCH --partition=debug" in script
+    assert "#SBATCH --mem=32G" in script
+    assert "#SBATCH --cpus-per-task=4" in script
+    assert "forgeml.jobs._task" in script
+    assert str(in_process / "prog.py") in script
+
+
+def test_slurm_task_env_maps_onto_torch_distributed(
+    in_process: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from forgeml.jobs import slurm_worker_env
+
+    monkeypatch.setenv("PATH", str(in_process))  # scontrol missing: parsed here
+    monkeypatch.setattr("forgeml.jobs._slurm.os.path.exists", lambda path: False)
+    monkeypatch.setenv("SLURM_PROCID", "5")
+    monkeypatch.setenv("SLURM_NTASKS", "8")
+    monkeypatch.setenv("SLURM_LOCALID", "1")
+    monkeypatch.setenv("SLURM_JOB_ID", "1234")
+    monkeypatch.setenv("SLURM_JOB_NODELIST", "gpu[07-08]")
+    values = slurm_worker_env(Config({"dist_port": 25900}))
+    assert values == {
+        "RANK": "5",
+        "WORLD_SIZE": "8",
+        "LOCAL_RANK": "1",
+        "MASTER_ADDR": "gpu07",
+        "MASTER_PORT": str(20000 + 1234),
+    }
+    assert os.environ["RANK"] == "5"
+    assert slurm_worker_env(Config({"dist_port": 29500}))["MASTER_PORT"] == "29500"
+
+
+@pytest.mark.gpu
+def test_slurm_task_pins_its_gpu_per_local_rank(
+    in_process: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from forgeml._core._env import nvidia_gpu_count
+    from forgeml.jobs import slurm_worker_env
+
+    if nvidia_gpu_count() < 1:
+        pytest.skip("needs an NVIDIA GPU")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    monkeypatch.setenv("SLURM_LOCALID", "0")
+    monkeypatch.setenv("SLURM_JOB_NODELIST", "localhost")
+    assert slurm_worker_env(Config({}))["CUDA_VISIBLE_DEVICES"] == "0"
+
+
+def test_a_job_task_gets_cfg_resume_and_checkpoints_on_the_requeue_signal(
+    job_task: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FORGEML_JOB_REQUEUE", "1")
+    seen: list[Any] = []
+
+    def main(cfg: Config) -> None:
+        seen.append(cfg.resume)
+        app.on_checkpoint(lambda: None)  # a hook may save nothing
+        app.on_checkpoint(lambda: job_task.parent / "last.ckpt")
+        os.kill(os.getpid(), signal.SIGUSR1)  # Slurm's warning before the time limit
+        time.sleep(5)
+        seen.append("not interrupted")
+
+    with pytest.raises(SystemExit) as info:
+        app.run(main, {})
+    assert info.value.code == 75  # checkpointed: the task runner requeues the job
+    assert seen == [None]
+    state = json.loads(job_task.read_text())
+    assert state["checkpoint"] == str(job_task.parent / "last.ckpt")
+
+    monkeypatch.setenv("FORGEML_RESUME", state["checkpoint"])
+    app.clear_checkpoint_hooks()
+    app.run(lambda cfg: seen.append(cfg.resume), {})
+    assert seen[-1] == str(job_task.parent / "last.ckpt")
+
+
+def test_a_job_task_saves_and_stops_on_sigterm(
+    job_task: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    saved = []
+
+    def main(cfg: Config) -> None:
+        app.on_checkpoint(lambda: saved.append(1) or job_task.parent / "stop.ckpt")
+        os.kill(os.getpid(), signal.SIGTERM)  # forgeml jobs stop
+        time.sleep(5)
+
+    with pytest.raises(SystemExit) as info:
+        app.run(main, {})
+    assert info.value.code == 130
+    assert saved == [1]
+    assert "asked to stop (SIGTERM)" in caplog.text
+    assert json.loads(job_task.read_text())["checkpoint"] == str(job_task.parent / "stop.ckpt")
+
+
+def test_on_checkpoint_needs_a_callable() -> None:
+    with pytest.raises(TypeError, match="needs a callable"):
+        app.on_checkpoint("save")  # type: ignore[type-var]

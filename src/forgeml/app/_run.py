@@ -9,7 +9,8 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from forgeml._core._errors import AppError, TrackError
+from forgeml._core._errors import AppError, JobsError, TrackError
+from forgeml.app._checkpoint import in_job, prepare_job, start_job_task
 from forgeml.app._logging import script_name, setup_logging
 from forgeml.app._seed import seed_everything
 from forgeml.config import Config
@@ -77,14 +78,16 @@ def run(
     merged = run_defaults().merge(cfg)
     dist = merged.get("dist")
     try:
-        if dist == "slurm":
-            raise AppError(
-                "--dist slurm submits through forgeml.jobs, which this installation does not "
-                "provide yet. Use --dist torch for workers on this machine."
-            )
-        if dist not in (None, "torch"):
+        if dist not in (None, "torch", "slurm"):
             raise AppError(f"--dist must be 'torch' or 'slurm'. Got {dist!r}.")
+        if dist == "slurm" and not _slurm_task():
+            return _submit_to_slurm(merged)
+        if dist == "slurm":
+            _slurm_worker_env(merged)
+        prepare_job()
         apply_gpu_visibility(merged)
+        if in_job():
+            call = functools.partial(_job_task, call)
         if merged.get("tracking") not in (None, False):
             call = _tracked(call, main, merged)
         if merged.get("daemon"):
@@ -92,7 +95,7 @@ def run(
 
             record = daemonize(script_name(), merged.get("logfile"))
             merged["logfile"] = record.logfile
-        if dist == "torch":
+        if dist in ("torch", "slurm"):
             from forgeml.app._dist import launch
 
             setup_logging(merged, console=not merged.get("daemon"))
@@ -108,6 +111,41 @@ def run(
     except Exception as exc:
         log.exception("%s failed: %s", getattr(main, "__qualname__", main), exc)
         raise SystemExit(1) from exc
+
+
+def _slurm_task() -> bool:
+    """True inside a task of a ``--dist slurm`` job (else this run submits one)."""
+    from forgeml.jobs._runtime import in_allocation
+
+    return in_allocation()
+
+
+def _submit_to_slurm(cfg: Config) -> Any:
+    """Submit this command line as a Slurm job (``--dist slurm`` outside an allocation)."""
+    from forgeml.jobs._runtime import submit_app
+
+    try:
+        job = submit_app(cfg)
+    except JobsError as exc:
+        raise AppError(str(exc)) from exc
+    print(f"Submitted Slurm job {job.id} (forgeml jobs status {job.id}; log: {job.log()})")
+    return job
+
+
+def _slurm_worker_env(cfg: Config) -> None:
+    from forgeml.jobs._runtime import slurm_worker_env
+
+    try:
+        slurm_worker_env(cfg)
+    except JobsError as exc:
+        raise AppError(str(exc)) from exc
+
+
+def _job_task(call: Callable[[Config], Any], cfg: Config) -> Any:
+    """``call(cfg)`` in a task of a forgeml job: its tracking run is recorded for restarts
+    and ``cfg.resume`` names the checkpoint to resume from."""
+    start_job_task(cfg)
+    return call(cfg)
 
 
 def _tracked(
