@@ -1,0 +1,666 @@
+"""The FastAPI application: routes, request decoding, metrics, readiness and shutdown.
+
+Routes (``{name}``: the served model's name)::
+
+    POST /v1/models/{name}:predict   {"instances": [...]}  -> {"predictions": [...]}
+                                     also .npy / safetensors bodies, multipart images
+    POST /v2/models/{name}/infer     KServe v2 inference request -> outputs
+    GET  /v1/models, /v1/models/{name}, /v2, /v2/models/{name}, /v2/models/{name}/ready
+    GET  /healthz  /readyz  /v2/health/live  /v2/health/ready  /metrics  /docs  /openapi.json
+
+Errors are JSON: ``{"error": "...", "expected": {...}}`` with a 4xx status for
+bad input (400 unreadable, 404 unknown model, 413 too large, 415 unknown body
+type, 422 wrong shape or type, 429 queue full); 502 when an external backend
+fails, 503 while the model loads or the server shuts down.
+"""
+
+# No ``from __future__ import annotations``: FastAPI reads the routes' annotations
+# (``request: Request``, imported lazily inside create_app) when they are defined.
+
+import asyncio
+import contextlib
+import io
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from typing import Any
+
+import numpy as np
+
+from forgeml._core._errors import ServeError
+from forgeml.serve._batcher import Batcher, QueueFull, ShuttingDown
+from forgeml.serve._model import (
+    NUMPY_DTYPES,
+    BackendError,
+    EmbeddedBackend,
+    ExternalBackend,
+    InputError,
+    ServedModel,
+)
+from forgeml.serve._settings import ServeSettings
+
+log = logging.getLogger("forgeml.serve")
+
+NPY_TYPES = ("application/x-npy", "application/npy")
+SAFETENSORS_TYPES = ("application/x-safetensors", "application/safetensors")
+BINARY_TYPES = (*NPY_TYPES, *SAFETENSORS_TYPES, "application/octet-stream")
+NPY_MAGIC = b"\x93NUMPY"
+#: Bodies read as JSON (curl -d sends form-urlencoded unless told otherwise).
+JSON_TYPES = (
+    "",
+    "application/json",
+    "text/json",
+    "text/plain",
+    "application/x-www-form-urlencoded",
+)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+class Metrics:
+    """The server's Prometheus metrics, in a registry of its own (one per app)."""
+
+    def __init__(self, batcher_depth: Callable[[], int]) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "forgeml_serve_requests",
+            "HTTP requests by route and status code.",
+            ["route", "code"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "forgeml_serve_request_seconds",
+            "Request latency in seconds, by route.",
+            ["route"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "forgeml_serve_batch_size",
+            "Samples per model call.",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+            registry=self.registry,
+        )
+        self.batch_requests = Histogram(
+            "forgeml_serve_batch_requests",
+            "Requests (or request chunks) per model call.",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+            registry=self.registry,
+        )
+        self.batch_seconds = Histogram(
+            "forgeml_serve_batch_seconds",
+            "Seconds per model call.",
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 1),
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "forgeml_serve_queue_depth",
+            "Requests waiting for the model.",
+            registry=self.registry,
+        )
+        self.queue_depth.set_function(lambda: float(batcher_depth()))
+        self.ready = Gauge(
+            "forgeml_serve_model_ready", "1 when the model is loaded.", registry=self.registry
+        )
+
+    def on_batch(self, samples: int, requests: int, seconds: float) -> None:
+        self.batch_size.observe(samples)
+        self.batch_requests.observe(requests)
+        self.batch_seconds.observe(seconds)
+
+    def text(self) -> bytes:
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry)
+
+
+def route_of(path: str) -> str:
+    """A route label of bounded cardinality for a request path."""
+    if path.startswith("/v1/models/") and path.endswith(":predict"):
+        return "v1_predict"
+    if path.startswith("/v2/models/") and path.endswith("/infer"):
+        return "v2_infer"
+    if path in ("/healthz", "/readyz", "/metrics", "/v1/models", "/openapi.json", "/docs"):
+        return path.strip("/").replace("/", "_") or "root"
+    return "other"
+
+
+class MetricsMiddleware:
+    """Counts requests and times them (pure ASGI: no per-request task overhead)."""
+
+    def __init__(self, app: Any, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = {"code": 500}
+
+        async def watch(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        finally:
+            route = route_of(scope.get("path", ""))
+            self.metrics.requests.labels(route, str(status["code"])).inc()
+            self.metrics.latency.labels(route).observe(time.perf_counter() - start)
+
+
+class ServerState:
+    """What the routes share: settings, the model, its backend, the batcher and metrics."""
+
+    def __init__(self, settings: ServeSettings) -> None:
+        from forgeml._core._errors import EvalError
+        from forgeml.eval._runner import resolve_agent, resolve_manifest, resolve_task
+
+        self.settings = settings
+
+        try:
+            framework = settings.framework
+            if framework is None and settings.agent is not None:
+                framework = resolve_agent(settings.agent).framework
+            manifest = resolve_manifest(settings.model, framework)
+            agent_name = settings.agent or manifest.framework
+            task = resolve_task(manifest.task)
+            self.model = ServedModel(manifest, task, agent_name)
+        except EvalError as exc:
+            raise ServeError(f"Cannot serve {settings.model!r}: {exc}") from None
+        self.backend: EmbeddedBackend | ExternalBackend
+        if settings.external:
+            assert settings.backend_url is not None
+            self.backend = ExternalBackend(
+                manifest,
+                settings.backend_url,
+                model=settings.backend_model,
+                timeout=settings.backend_timeout,
+            )
+        else:
+            try:
+                agent = resolve_agent(agent_name)
+                reason = agent.unavailable()
+            except EvalError as exc:
+                raise ServeError(f"Cannot serve {settings.model!r}: {exc}") from None
+            if reason is not None:
+                raise ServeError(f"Cannot serve {settings.model!r}: {reason}")
+            self.backend = EmbeddedBackend(
+                manifest, agent_name, device=settings.device, threads=settings.threads
+            )
+        self.batcher = Batcher(
+            self.backend.predict,
+            max_batch_size=settings.effective_batch_size,
+            max_latency_ms=settings.max_latency_ms if settings.batching else 0.0,
+            max_queue=settings.max_queue,
+        )
+        self.metrics = Metrics(lambda: self.batcher.depth)
+        self.batcher.on_batch = self.metrics.on_batch
+        self.ready = False
+        self.error: str | None = None
+        self.limit = int(settings.max_request_mb * 1024 * 1024)
+        self._loading: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.batcher.start()
+        self._loading = asyncio.get_running_loop().create_task(self._load())
+
+    async def _load(self) -> None:
+        start = time.perf_counter()
+        try:
+            await self.backend.start()
+        except Exception as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+            log.error("Loading model %s failed: %s", self.model.name, self.error)
+            return
+        self.ready = True
+        self.metrics.ready.set(1)
+        log.info(
+            "Model %s (%s, backend %s) ready in %.1f s",
+            self.model.name,
+            self.model.agent,
+            self.backend.where,
+            time.perf_counter() - start,
+        )
+
+    async def stop(self) -> None:
+        """Drain the queue (every queued request is answered), then release the model."""
+        depth = self.batcher.depth
+        if depth:
+            log.info("Shutting down: answering the %d queued request(s) first", depth)
+        await self.batcher.close()
+        if self._loading is not None and not self._loading.done():
+            self._loading.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._loading
+        await self.backend.close()
+
+    def check(self, name: str) -> None:
+        if name != self.model.name:
+            raise InputError(
+                404,
+                f"Unknown model '{name}'. This server serves: {self.model.name}.",
+            )
+        if not self.ready:
+            why = f"failed to load ({self.error})" if self.error else "is still loading"
+            raise InputError(503, f"Model '{name}' {why}; see GET /readyz.")
+
+
+async def read_body(request: Any, limit: int, limit_mb: float) -> bytes:
+    """The request body, refusing (413) one over ``limit`` bytes before reading it all."""
+    too_large = InputError(
+        413,
+        f"The request body is larger than the server's limit of {limit_mb:g} MiB. Send fewer "
+        f"samples per request, or start the server with a larger --max_request_mb.",
+        {"max_request_mb": limit_mb},
+    )
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise too_large
+        except ValueError:
+            raise InputError(400, f"Bad Content-Length header: {declared!r}.") from None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(400, f"The request body is not valid JSON: {exc}.") from None
+
+
+def _media_type(request: Any) -> str:
+    return str(request.headers.get("content-type", "")).split(";")[0].strip().lower()
+
+
+async def decode_v1(request: Any, state: ServerState) -> tuple[Any, bool]:
+    """The samples of a v1 request (an array, or a list of images) and whether the
+    client wants .npy back."""
+    model = state.model
+    media = _media_type(request)
+    if media == "multipart/form-data":
+        return await decode_images(request, state), False
+    body = await read_body(request, state.limit, state.settings.max_request_mb)
+    wants_npy = any(t in request.headers.get("accept", "") for t in NPY_TYPES)
+    if media in BINARY_TYPES:
+        return decode_binary(body, media, model), wants_npy
+    if media not in JSON_TYPES:
+        raise InputError(
+            415,
+            f'Unsupported Content-Type {media!r}. Send application/json ({{"instances": '
+            f"[...]}}), application/x-npy, application/x-safetensors, or multipart/form-data "
+            f"images.",
+        )
+    data = _json(body)
+    if not isinstance(data, dict) or "instances" not in data:
+        raise model.fail(
+            'A v1 request is a JSON object {"instances": [sample, ...]}, one entry per sample. '
+            f"Got {_kind(data)}.",
+            400 if not isinstance(data, dict) else 422,
+        )
+    instances = data["instances"]
+    if not isinstance(instances, list) or not instances:
+        raise model.fail(
+            f'"instances" must be a non-empty list (one entry per sample). Got {_kind(instances)}.'
+        )
+    return model.as_array(instances, '"instances"'), wants_npy
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, list):
+        return f"a list of {len(value)}"
+    if isinstance(value, dict):
+        return f"an object with keys {sorted(value)[:5]}"
+    return type(value).__name__
+
+
+def decode_binary(body: bytes, media: str, model: ServedModel) -> np.ndarray:
+    """An ``.npy`` or safetensors body as the samples array."""
+    if media in NPY_TYPES or (media == "application/octet-stream" and body[:6] == NPY_MAGIC):
+        try:
+            array = np.load(io.BytesIO(body), allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise model.fail(f"The body is not a readable .npy array: {exc}.", 400) from None
+        return model.as_array(array, "The .npy array")
+    try:
+        from safetensors.numpy import load
+
+        tensors = load(body)
+    except Exception as exc:  # safetensors raises its own error types for bad headers
+        raise model.fail(
+            f"The body is neither an .npy array nor a safetensors file: {exc}.", 400
+        ) from None
+    name = model.spec.name
+    if name in tensors:
+        return model.as_array(tensors[name], f"Tensor {name!r}")
+    if len(tensors) == 1:
+        return model.as_array(next(iter(tensors.values())), "The tensor")
+    raise model.fail(
+        f"The safetensors body holds {sorted(tensors) or 'no tensors'}; give one tensor, or "
+        f"one named {name!r} (the model's input)."
+    )
+
+
+async def decode_images(request: Any, state: ServerState) -> list[np.ndarray]:
+    """The image files of a multipart upload (any field names), in order."""
+    from starlette.datastructures import UploadFile
+    from starlette.requests import Request
+
+    from forgeml.eval.tasks._common import image_plan
+    from forgeml.eval.tasks._datasets import read_image
+
+    model = state.model
+    if not model.image:
+        raise model.fail(
+            f"Model '{model.name}' is not an image model: send JSON instances or an array.", 415
+        )
+    body = await read_body(request, state.limit, state.settings.max_request_mb)
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        form = await Request(request.scope, replay).form(max_files=4096)
+    except Exception as exc:  # python-multipart's parse errors
+        raise model.fail(f"The multipart body cannot be parsed: {exc}.", 400) from None
+    channels = image_plan(model.spec).channels
+    images: list[np.ndarray] = []
+    for key, value in form.multi_items():
+        if not isinstance(value, UploadFile):
+            continue
+        data = await value.read()
+        try:
+            images.append(read_image(io.BytesIO(data), channels))  # type: ignore[arg-type]
+        except Exception as exc:  # Pillow raises many types for damaged files
+            reason = str(exc).strip() or type(exc).__name__
+            raise model.fail(
+                f"The upload {key!r} ({value.filename}) is not an image ({reason}). Upload "
+                f"PNG, JPEG, BMP or other image files Pillow reads.",
+                415,
+            ) from None
+    if not images:
+        raise model.fail("The multipart body holds no files: upload one or more images.")
+    return images
+
+
+def decode_v2(data: Any, model: ServedModel) -> tuple[np.ndarray, bool, list[str] | None]:
+    """A KServe v2 inference request -> (samples, preprocessed?, requested output names)."""
+    if not isinstance(data, dict) or not isinstance(data.get("inputs"), list):
+        raise model.fail(
+            'A v2 request is a JSON object {"inputs": [{"name", "shape", "datatype", "data"}]}. '
+            f"Got {_kind(data)}.",
+            400 if not isinstance(data, dict) else 422,
+        )
+    inputs = data["inputs"]
+    chosen = [i for i in inputs if isinstance(i, dict) and i.get("name") == model.spec.name]
+    if not chosen and len(inputs) == 1 and isinstance(inputs[0], dict):
+        chosen = inputs
+    if len(chosen) != 1:
+        raise model.fail(
+            f"A v2 request for model '{model.name}' has one input, named {model.spec.name!r}. "
+            f"Got {len(inputs)} input(s)."
+        )
+    tensor = chosen[0]
+    shape, datatype, values = tensor.get("shape"), tensor.get("datatype"), tensor.get("data")
+    if not isinstance(shape, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
+        raise model.fail(f"The input's 'shape' must be a list of sizes. Got {shape!r}.")
+    if datatype not in NUMPY_DTYPES:
+        raise model.fail(
+            f"The input's 'datatype' must be one of {', '.join(sorted(NUMPY_DTYPES))}. "
+            f"Got {datatype!r}."
+        )
+    if not isinstance(values, list):
+        raise model.fail(f"The input's 'data' must be a list of numbers. Got {_kind(values)}.")
+    array = model.as_array(values, "The input's 'data'")
+    if array.size != int(np.prod(shape)):
+        raise model.fail(
+            f"The input's 'data' has {array.size} values, but its shape {shape} needs "
+            f"{int(np.prod(shape))}."
+        )
+    try:
+        array = array.astype(NUMPY_DTYPES[datatype]).reshape(shape)
+    except (ValueError, OverflowError) as exc:
+        raise model.fail(f"The input's data do not fit {datatype}: {exc}.") from None
+    parameters = data.get("parameters")
+    preprocessed = isinstance(parameters, dict) and parameters.get("preprocessed") is True
+    outputs = data.get("outputs")
+    names = None
+    if isinstance(outputs, list):
+        names = [str(o.get("name")) for o in outputs if isinstance(o, dict)]
+    return array, preprocessed, names
+
+
+def create_app(model: str | ServeSettings, **options: Any) -> Any:
+    """The FastAPI app serving ``model`` (a name, a manifest path, or :class:`ServeSettings`).
+
+    ``options`` are :class:`ServeSettings` fields (``max_batch_size=8``, ...); those not
+    given come from ``FORGEML_SERVE_*`` environment variables, else the defaults. The
+    model loads in the background when the app starts (``GET /readyz`` says when).
+    """
+    from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse, Response
+
+    settings = (
+        model if isinstance(model, ServeSettings) else ServeSettings.resolve(model, **options)
+    )
+    state = ServerState(settings)
+    served = state.model
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        await state.start()
+        try:
+            yield
+        finally:
+            await state.stop()
+
+    app = FastAPI(
+        title=f"forgeml serve: {served.name}",
+        version=served.manifest.version,
+        description=(
+            f"{served.manifest.description or served.name} ({served.manifest.task}, "
+            f"{served.agent}). Dynamic batching: up to {settings.effective_batch_size} samples "
+            f"per model call, waiting at most {settings.max_latency_ms:g} ms."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.forgeml = state
+
+    def error(exc: InputError) -> Any:
+        headers = {"Retry-After": "1"} if exc.status in (429, 503) else None
+        return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+
+    @app.exception_handler(InputError)
+    async def input_error(request: Request, exc: InputError) -> Any:
+        return error(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Any:
+        return JSONResponse({"error": f"Invalid request: {exc.errors()}"}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Any:
+        log.exception("Unexpected error on %s", request.url.path)
+        return JSONResponse({"error": f"Internal error: {type(exc).__name__}: {exc}"}, 500)
+
+    async def run(x: np.ndarray) -> np.ndarray:
+        try:
+            return await state.batcher.submit(x)
+        except QueueFull as exc:
+            raise InputError(429, str(exc)) from None
+        except ShuttingDown as exc:
+            raise InputError(503, str(exc)) from None
+        except BackendError as exc:
+            raise InputError(502, str(exc)) from None
+
+    @app.get("/healthz", summary="Liveness: the process answers (503 if the model failed)")
+    async def healthz() -> Any:
+        if state.error:
+            return JSONResponse({"status": "failed", "error": state.error}, 503)
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="Readiness: 200 once the model is loaded, else 503")
+    async def readyz() -> Any:
+        if state.ready:
+            return {"status": "ready", "model": served.name}
+        if state.error:
+            return JSONResponse({"status": "failed", "error": state.error}, 503)
+        return JSONResponse({"status": "loading", "model": served.name}, 503)
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    async def metrics() -> Any:
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        return Response(state.metrics.text(), media_type=CONTENT_TYPE_LATEST)
+
+    def model_status() -> dict[str, Any]:
+        return {
+            **served.describe(),
+            "ready": state.ready,
+            "backend": state.backend.where,
+            "batching": {
+                "enabled": settings.batching,
+                "max_batch_size": settings.effective_batch_size,
+                "max_latency_ms": settings.max_latency_ms,
+                "max_queue": settings.max_queue,
+            },
+            "max_request_mb": settings.max_request_mb,
+        }
+
+    @app.get("/v1/models", summary="The served models")
+    async def list_models() -> Any:
+        return {"models": [model_status()]}
+
+    @app.get("/v1/models/{name}", summary="One served model")
+    async def get_model(name: str) -> Any:
+        if name != served.name:
+            raise InputError(404, f"Unknown model '{name}'. This server serves: {served.name}.")
+        return model_status()
+
+    predict_doc = {
+        "requestBody": {
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["instances"],
+                        "properties": {"instances": {"type": "array", "items": {}}},
+                    },
+                    "example": {"instances": [[[0.0] * 8] * 8]},
+                },
+                "application/x-npy": {"schema": {"type": "string", "format": "binary"}},
+                "application/x-safetensors": {"schema": {"type": "string", "format": "binary"}},
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {"file": {"type": "string", "format": "binary"}},
+                    }
+                },
+            }
+        }
+    }
+
+    @app.post(
+        "/v1/models/{name}:predict",
+        summary="Predict (TF-Serving/KServe v1): {instances: [...]} -> {predictions: [...]}",
+        openapi_extra=predict_doc,
+    )
+    async def predict_v1(name: str, request: Request) -> Any:
+        state.check(name)
+        samples, wants_npy = await decode_v1(request, state)
+        outputs = await run(served.prepare(samples))
+        if wants_npy:
+            buffer = io.BytesIO()
+            np.save(buffer, np.asarray(outputs), allow_pickle=False)
+            return Response(buffer.getvalue(), media_type="application/x-npy")
+        return {"predictions": served.v1_predictions(outputs)}
+
+    @app.post(
+        "/v2/models/{name}/infer",
+        summary="Infer (KServe v2): {inputs: [{name, shape, datatype, data}]} -> {outputs}",
+    )
+    async def infer_v2(name: str, request: Request) -> Any:
+        state.check(name)
+        data = _json(await read_body(request, state.limit, settings.max_request_mb))
+        samples, preprocessed, names = decode_v2(data, served)
+        outputs = await run(served.prepare(samples, preprocessed=preprocessed))
+        tensors = served.v2_outputs(outputs)
+        if names:
+            tensors = [t for t in tensors if t["name"] in names]
+        answer: dict[str, Any] = {
+            "model_name": served.name,
+            "model_version": served.manifest.version,
+            "outputs": tensors,
+        }
+        if isinstance(data.get("id"), str):
+            answer["id"] = data["id"]
+        return answer
+
+    @app.get("/v2", summary="KServe v2 server metadata")
+    async def v2_server() -> Any:
+        from forgeml._version import __version__
+
+        return {"name": "forgeml", "version": __version__, "extensions": []}
+
+    @app.get("/v2/health/live", summary="KServe v2 liveness")
+    async def v2_live() -> Any:
+        return {"live": True}
+
+    @app.get("/v2/health/ready", summary="KServe v2 readiness")
+    async def v2_ready() -> Any:
+        return JSONResponse({"ready": state.ready}, 200 if state.ready else 503)
+
+    @app.get("/v2/models/{name}", summary="KServe v2 model metadata")
+    async def v2_model(name: str) -> Any:
+        if name != served.name:
+            raise InputError(404, f"Unknown model '{name}'. This server serves: {served.name}.")
+        spec = served.spec
+        from forgeml.serve._model import V2_DATATYPES
+
+        return {
+            "name": served.name,
+            "versions": [served.manifest.version],
+            "platform": served.manifest.framework,
+            "inputs": [
+                {
+                    "name": spec.name,
+                    "datatype": V2_DATATYPES.get(np.dtype(spec.dtype).name, "FP32"),
+                    "shape": [-1, *spec.shape],
+                }
+            ],
+            "outputs": [{"name": "scores", "datatype": "FP32", "shape": [-1, -1]}],
+        }
+
+    @app.get("/v2/models/{name}/ready", summary="KServe v2 model readiness")
+    async def v2_model_ready(name: str) -> Any:
+        ready = name == served.name and state.ready
+        return JSONResponse({"name": name, "ready": ready}, 200 if ready else 503)
+
+    app.add_middleware(MetricsMiddleware, metrics=state.metrics)
+    return app

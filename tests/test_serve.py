@@ -1,0 +1,489 @@
+"""``forgeml serve``: real uvicorn servers on 127.0.0.1 serving real zoo models.
+
+Servers run in a thread of the test process (:class:`BackgroundServer`) or as a
+``forgeml serve`` subprocess (signals, the CLI, environment variables).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from forgeml import ServeError
+from forgeml.eval import build_zoo, get_manifest, load_bundled
+from forgeml.eval.agents import get_agent
+from forgeml.eval.tasks import get_task
+from forgeml.serve import BackgroundServer, Client, ServeSettings, create_app, env_bool
+from forgeml.serve._batcher import Batcher
+from forgeml.serve._server import free_port
+
+pytest.importorskip("torch")
+pytest.importorskip("onnxruntime")
+pytest.importorskip("sklearn")
+
+ZOO_MODELS = ["digits_cnn", "digits_logreg"]
+
+
+@pytest.fixture(scope="module")
+def zoo_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("serve-zoo")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FORGEML_CACHE", str(folder))
+        build_zoo(ZOO_MODELS, progress=False)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def env(zoo_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """FORGEML_CACHE (the module's zoo) and FORGEML_HOME, for the module's servers."""
+    home = tmp_path_factory.mktemp("serve-home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FORGEML_CACHE", str(zoo_cache))
+        patch.setenv("FORGEML_HOME", str(home))
+        patch.delenv("FORGEML_MODELS", raising=False)
+        for name in list(os.environ):
+            if name.startswith("FORGEML_SERVE_"):
+                patch.delenv(name)
+        yield {"FORGEML_CACHE": str(zoo_cache), "FORGEML_HOME": str(home)}
+
+
+@pytest.fixture(scope="module")
+def cnn(env: dict[str, str]) -> Iterator[BackgroundServer]:
+    with BackgroundServer("digits_cnn", framework="pytorch", threads=1) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def images() -> np.ndarray:
+    return np.asarray(load_bundled("digits:test").x[:64], dtype=np.float64)
+
+
+def direct(model: str, framework: str, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The model's outputs and class ids, run directly by its agent and task (no HTTP)."""
+    manifest = get_manifest(model, framework)
+    task = get_task(manifest.task)
+    predictor = get_agent(framework).load(manifest, threads=1)
+    try:
+        outputs = np.asarray(predictor.predict(task.preprocess(images, manifest)))
+    finally:
+        predictor.close()
+    return outputs, np.asarray(task.postprocess(outputs, manifest))
+
+
+def check(predictions: list[Any], outputs: np.ndarray, ids: np.ndarray) -> None:
+    assert [p["class_id"] for p in predictions] == ids.tolist()
+    assert [p["label"] for p in predictions] == [str(i) for i in ids.tolist()]
+    np.testing.assert_allclose([p["scores"] for p in predictions], outputs, rtol=1e-4, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- settings
+
+
+def test_env_booleans_are_typed() -> None:
+    assert env_bool("X", "false") is False
+    assert env_bool("X", " TRUE ") is True
+    assert env_bool("X", "0") is False
+    with pytest.raises(ServeError, match=r"must be a boolean.*Got 'nope'"):
+        env_bool("X", "nope")
+
+
+def test_settings_come_from_options_then_env_then_defaults() -> None:
+    environ = {"FORGEML_SERVE_MAX_BATCH_SIZE": "8", "FORGEML_SERVE_EXTERNAL": "false"}
+    settings = ServeSettings.resolve("m", environ=environ, backend_url="http://b:1")
+    assert settings.max_batch_size == 8
+    assert settings.external is False  # explicitly false wins over a backend URL
+    settings = ServeSettings.resolve("m", environ=environ, max_batch_size=4)
+    assert settings.max_batch_size == 4
+    assert ServeSettings.resolve("m", environ={}, backend_url="http://b:1").external is True
+    with pytest.raises(ServeError, match="FORGEML_SERVE_EXTERNAL must be a boolean"):
+        ServeSettings.resolve("m", environ={"FORGEML_SERVE_EXTERNAL": "maybe"})
+    with pytest.raises(ServeError, match="FORGEML_SERVE_PORT must be an integer"):
+        ServeSettings.resolve("m", environ={"FORGEML_SERVE_PORT": "eighty"})
+    with pytest.raises(ServeError, match="needs the backend's URL"):
+        ServeSettings.resolve("m", environ={"FORGEML_SERVE_EXTERNAL": "1"})
+    with pytest.raises(ServeError, match="'max_batch_size' option of serve must be a positive"):
+        ServeSettings.resolve("m", environ={}, max_batch_size=0)
+    with pytest.raises(ServeError, match="Did you mean 'max_batch_size'"):
+        ServeSettings.resolve("m", environ={}, max_batch=3)
+
+
+def test_unknown_models_fail_before_serving(env: dict[str, str]) -> None:
+    with pytest.raises(ServeError, match=r"Unknown model 'digits_cn'.*Did you mean 'digits_cnn'"):
+        create_app("digits_cn")
+    with pytest.raises(ServeError, match="several frameworks"):
+        create_app("digits_cnn")
+
+
+# ----------------------------------------------------------------------------- the batcher
+
+
+def test_the_batcher_batches_splits_and_never_exceeds_the_limit() -> None:
+    seen: list[int] = []
+
+    async def run(x: np.ndarray) -> np.ndarray:
+        seen.append(len(x))
+        await asyncio.sleep(0.01)
+        return x * 2
+
+    async def main() -> list[np.ndarray]:
+        batcher = Batcher(run, max_batch_size=8, max_latency_ms=20)
+        batcher.start()
+        requests = [np.full((n, 2), i, dtype=float) for i, n in enumerate([1, 3, 20, 2, 5, 1])]
+        results = await asyncio.gather(*(batcher.submit(r) for r in requests))
+        await batcher.close()
+        return [np.asarray(r) for r in results]
+
+    results = asyncio.run(main())
+    assert max(seen) <= 8
+    assert sum(seen) == 32
+    assert len(seen) < 6  # requests ran together
+    for i, (n, result) in enumerate(zip([1, 3, 20, 2, 5, 1], results, strict=True)):
+        np.testing.assert_array_equal(result, np.full((n, 2), 2 * i))
+
+
+# ----------------------------------------------------------------------------- routes
+
+
+def test_v1_json_predictions_match_the_model(cnn: BackgroundServer, images: np.ndarray) -> None:
+    outputs, ids = direct("digits_cnn", "pytorch", images[:5])
+    with Client(cnn.url) as client:
+        check(client.predict(images[:5]), outputs, ids)  # images (H, W)
+        check(client.predict(images[:5, None]), outputs, ids)  # the input shape (1, 8, 8)
+        assert client.models()[0]["batching"]["max_batch_size"] == 32
+
+
+def test_binary_bodies_npy_and_safetensors(cnn: BackgroundServer, images: np.ndarray) -> None:
+    outputs, ids = direct("digits_cnn", "pytorch", images[:7])
+    with Client(cnn.url) as client:
+        check(client.predict_array(images[:7].astype(np.float32)), outputs, ids)
+        check(client.predict_array(images[:7], format="safetensors"), outputs, ids)
+    buffer = io.BytesIO()
+    np.save(buffer, images[:2])
+    answer = httpx.post(
+        f"{cnn.url}/v1/models/digits_cnn:predict",
+        content=buffer.getvalue(),
+        headers={"content-type": "application/x-npy", "accept": "application/x-npy"},
+    )
+    scores = np.load(io.BytesIO(answer.content), allow_pickle=False)
+    np.testing.assert_allclose(scores, outputs[:2], rtol=1e-4, atol=1e-4)
+
+
+def test_multipart_png_uploads(cnn: BackgroundServer, images: np.ndarray) -> None:
+    from PIL import Image
+
+    pngs = []
+    for image in images[:3]:
+        buffer = io.BytesIO()
+        Image.fromarray((image * 16).clip(0, 255).astype(np.uint8)).save(buffer, format="PNG")
+        pngs.append(buffer.getvalue())
+    # A PNG holds 0-255; the model takes 0-16: the server reads what the file holds.
+    outputs, ids = direct("digits_cnn", "pytorch", (images[:3] * 16).clip(0, 255).round())
+    with Client(cnn.url) as client:
+        check(client.predict_images(pngs), outputs, ids)
+        with pytest.raises(ServeError, match=r"415.*not an image"):
+            client.predict_images([b"not a png"])
+
+
+def test_v2_infer(cnn: BackgroundServer, images: np.ndarray) -> None:
+    outputs, ids = direct("digits_cnn", "pytorch", images[:4])
+    with Client(cnn.url) as client:
+        answer = client.infer(images[:4, None].astype(np.float32), input_name="image")
+        np.testing.assert_allclose(answer["scores"], outputs, rtol=1e-4, atol=1e-4)
+        assert answer["class_id"].tolist() == ids.tolist()
+        assert answer["label"].tolist() == [str(i) for i in ids]
+        only = client.infer(images[:4], outputs=["class_id"])
+        assert list(only) == ["class_id"]
+    meta = httpx.get(f"{cnn.url}/v2/models/digits_cnn").json()
+    assert meta["inputs"][0] == {"name": "image", "datatype": "FP32", "shape": [-1, 1, 8, 8]}
+    assert httpx.get(f"{cnn.url}/v2/models/digits_cnn/ready").status_code == 200
+
+
+def test_health_metrics_and_openapi(cnn: BackgroundServer, images: np.ndarray) -> None:
+    with Client(cnn.url) as client:
+        client.predict(images[:3])
+        text = client.metrics()
+    assert httpx.get(f"{cnn.url}/healthz").json() == {"status": "ok"}
+    for line in (
+        'forgeml_serve_requests_total{code="200",route="v1_predict"}',
+        "forgeml_serve_request_seconds_bucket",
+        "forgeml_serve_batch_size_bucket",
+        "forgeml_serve_queue_depth 0.0",
+        "forgeml_serve_model_ready 1.0",
+    ):
+        assert line in text
+    spec = httpx.get(f"{cnn.url}/openapi.json").json()
+    assert "/v1/models/{name}:predict" in spec["paths"]
+    assert "/v2/models/{name}/infer" in spec["paths"]
+    assert httpx.get(f"{cnn.url}/docs").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "says"),
+    [
+        ({"instances": [[1, 2, 3]]}, 422, "Got samples of shape [3]"),
+        ({"instances": [[[1, 2], [3]]]}, 422, "ragged"),
+        ({"instances": [["a"] * 8] * 8}, 422, "must hold numbers"),
+        ({"instances": []}, 422, "non-empty list"),
+        ({"samples": [1]}, 422, '{"instances": [sample, ...]}'),
+        ([1, 2], 400, "JSON object"),
+        (b"{not json", 400, "not valid JSON"),
+    ],
+)
+def test_bad_input_gets_a_helpful_4xx(
+    cnn: BackgroundServer, body: Any, status: int, says: str
+) -> None:
+    url = f"{cnn.url}/v1/models/digits_cnn:predict"
+    response = (
+        httpx.post(url, content=body) if isinstance(body, bytes) else httpx.post(url, json=body)
+    )
+    assert response.status_code == status
+    error = response.json()
+    assert says in error["error"]
+    if status == 422:
+        assert error["expected"]["sample_shapes"][0] == [1, 8, 8]
+
+
+def test_unknown_model_and_content_type(cnn: BackgroundServer) -> None:
+    response = httpx.post(f"{cnn.url}/v1/models/nope:predict", json={"instances": [[0]]})
+    assert response.status_code == 404
+    assert "This server serves: digits_cnn" in response.json()["error"]
+    response = httpx.post(
+        f"{cnn.url}/v1/models/digits_cnn:predict", content=b"x", headers={"content-type": "a/b"}
+    )
+    assert response.status_code == 415
+    assert "application/x-npy" in response.json()["error"]
+
+
+def test_max_request_mb_gives_413(env: dict[str, str], images: np.ndarray) -> None:
+    with BackgroundServer("digits_logreg", max_request_mb=0.01) as server:
+        big = {"instances": np.zeros((100, 8, 8)).tolist()}
+        response = httpx.post(f"{server.url}/v1/models/digits_logreg:predict", json=big)
+        assert response.status_code == 413
+        assert response.json()["expected"] == {"max_request_mb": 0.01}
+        assert "--max_request_mb" in response.json()["error"]
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: counted while read
+            yield json.dumps(big).encode()
+
+        response = httpx.post(f"{server.url}/v1/models/digits_logreg:predict", content=chunks())
+        assert response.status_code == 413
+        outputs, ids = direct("digits_logreg", "sklearn", images[:2])
+        check(Client(server.url).predict(images[:2]), outputs, ids)
+
+
+def test_sklearn_and_onnxruntime_models(env: dict[str, str], images: np.ndarray) -> None:
+    for model, agent in (("digits_logreg", "sklearn"), ("digits_cnn", "onnxruntime")):
+        outputs, ids = direct(model, agent, images[:9])
+        server = BackgroundServer(model, agent=agent, max_batch_size=4)
+        with server, Client(server.url) as client:
+            check(client.predict(images[:9]), outputs, ids)  # split into 4 + 4 + 1
+            assert client.models()[0]["agent"] == agent
+            # sklearn's input shape is [64]: flat rows are samples too
+            flat = images[:9].reshape(9, -1) if model == "digits_logreg" else images[:9]
+            check(client.predict(flat), outputs, ids)
+
+
+def test_external_backend_proxies_to_another_server(
+    cnn: BackgroundServer, images: np.ndarray
+) -> None:
+    outputs, ids = direct("digits_cnn", "pytorch", images[:6])
+    with (
+        BackgroundServer(
+            "digits_cnn", framework="pytorch", backend_url=cnn.url, max_batch_size=4
+        ) as proxy,
+        Client(proxy.url) as client,
+    ):
+        assert client.models()[0]["backend"] == cnn.url
+        check(client.predict(images[:6]), outputs, ids)
+        with pytest.raises(ServeError, match="422"):
+            client.predict([[1, 2]])
+
+
+# ----------------------------------------------------------------------------- acceptance
+
+
+@pytest.mark.slow
+def test_1000_concurrent_mixed_requests(cnn: BackgroundServer, images: np.ndarray) -> None:
+    """Good requests are answered correctly, malformed ones get a 4xx; no 5xx, none lost."""
+    outputs, ids = direct("digits_cnn", "pytorch", images)
+    rng = np.random.default_rng(0)
+    url = f"{cnn.url}/v1/models/digits_cnn:predict"
+    bad_bodies: list[dict[str, Any]] = [
+        {"json": {"instances": [[1, 2, 3]]}},
+        {"json": {"instances": "x"}},
+        {"json": {"nope": 1}},
+        {"content": b"{broken"},
+        {"json": {"instances": [[[1, 2], [3]]]}},
+        {"content": b"\x93NUMPYgarbage", "headers": {"content-type": "application/x-npy"}},
+    ]
+
+    async def one(i: int, client: httpx.AsyncClient) -> tuple[int, Any, httpx.Response]:
+        if i % 10 < 7:  # good: 1-3 samples, as images or in the input shape
+            picked = rng.choice(len(images), size=int(rng.integers(1, 4)), replace=False)
+            samples = images[picked] if i % 2 else images[picked][:, None]
+            response = await client.post(url, json={"instances": samples.tolist()})
+            return i, picked, response
+        kwargs = bad_bodies[i % len(bad_bodies)]
+        return i, None, await client.post(url, **kwargs)
+
+    async def main() -> list[tuple[int, Any, httpx.Response]]:
+        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
+        async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+            return await asyncio.gather(*(one(i, client) for i in range(1000)))
+
+    results = asyncio.run(main())
+    assert len(results) == 1000
+    statuses = [response.status_code for _, _, response in results]
+    assert not [s for s in statuses if s >= 500]
+    good = bad = 0
+    for _, picked, response in results:
+        if picked is None:
+            assert 400 <= response.status_code < 500
+            assert response.json()["error"]
+            bad += 1
+        else:
+            assert response.status_code == 200, response.text
+            check(response.json()["predictions"], outputs[picked], ids[picked])
+            good += 1
+    assert (good, bad) == (700, 300)
+    text = httpx.get(f"{cnn.url}/metrics").text
+    sizes = [line for line in text.splitlines() if line.startswith("forgeml_serve_batch_size_")]
+    count = float(next(s for s in sizes if "_count" in s).split()[-1])
+    total = float(next(s for s in sizes if "_sum" in s).split()[-1])
+    assert total / count > 1.5  # requests were batched together
+
+
+# ----------------------------------------------------------------------------- processes
+
+
+def start(args: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    environ = {**os.environ, **env}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "forgeml", "serve", *args, "--port", str(port)],
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 60
+    url = f"http://127.0.0.1:{port}"
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stdout.read().decode() if process.stdout else ""
+        try:
+            status = httpx.get(f"{url}/readyz").status_code
+        except httpx.TransportError:
+            time.sleep(0.05)
+            continue
+        if status == 200:
+            return process
+        time.sleep(0.05)
+    process.kill()
+    raise AssertionError("the server did not become ready")
+
+
+@pytest.mark.slow
+def test_cli_manifest_file_env_vars_and_sigterm_drain(
+    env: dict[str, str], images: np.ndarray, tmp_path: Path
+) -> None:
+    """``forgeml serve FILE.yml`` (weights next to it, as in a container), options from
+    FORGEML_SERVE_* (typed booleans), and SIGTERM with requests queued: all answered, exit 0."""
+    bad = subprocess.run(
+        [sys.executable, "-m", "forgeml", "serve", "digits_logreg", "--check"],
+        env={**os.environ, **env, "FORGEML_SERVE_EXTERNAL": "flase"},
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 1
+    assert "FORGEML_SERVE_EXTERNAL must be a boolean" in bad.stderr
+    manifest = get_manifest("digits_logreg", "sklearn")
+    from forgeml.eval._weights import resolve_weights
+
+    (tmp_path / "digits_logreg.dry").write_bytes(resolve_weights(manifest).read_bytes())
+    text = manifest.source.read_text() if manifest.source else ""
+    (tmp_path / "model.yml").write_text(
+        text.replace("weights: {zoo: digits_logreg}", "weights: {path: digits_logreg.dry}")
+    )
+    port = free_port()
+    environ = {**env, "FORGEML_SERVE_EXTERNAL": "false", "FORGEML_SERVE_MAX_BATCH_SIZE": "4"}
+    args = [str(tmp_path / "model.yml"), "--max-latency-ms", "400"]
+    process = start([*args, "--backend-url", "http://127.0.0.1:9"], environ, port)
+    try:
+        with Client(f"http://127.0.0.1:{port}") as client:
+            status = client.models()[0]
+        assert status["backend"] == "embedded"  # FORGEML_SERVE_EXTERNAL=false wins
+        assert status["batching"]["max_batch_size"] == 4
+    except BaseException:
+        process.kill()
+        raise
+    outputs, ids = direct("digits_logreg", "sklearn", images[:40])
+    url = f"http://127.0.0.1:{port}/v1/models/digits_logreg:predict"
+
+    async def main() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=60) as client:
+            tasks = [
+                asyncio.ensure_future(client.post(url, json={"instances": [images[i].tolist()]}))
+                for i in range(40)
+            ]
+            await asyncio.sleep(0.3)  # sent, and waiting in the batcher's queue
+            process.send_signal(signal.SIGTERM)
+            return await asyncio.gather(*tasks)
+
+    responses = asyncio.run(main())
+    assert process.wait(timeout=30) == 0
+    assert [r.status_code for r in responses] == [200] * 40
+    for i, response in enumerate(responses):
+        check(response.json()["predictions"], outputs[i : i + 1], ids[i : i + 1])
+
+
+def test_readyz_is_503_until_the_model_loads(env: dict[str, str], tmp_path: Path) -> None:
+    """A zoo model that is not built yet trains while the server already answers."""
+    from forgeml.serve._app import ServerState
+
+    settings = ServeSettings.resolve("digits_logreg", port=free_port())
+    server = BackgroundServer(settings)
+    state: ServerState = server.app.state.forgeml
+    gate = __import__("threading").Event()
+    load = state.backend.load
+
+    def slow_load() -> None:
+        gate.wait(10)
+        load()
+
+    state.backend.load = slow_load  # type: ignore[method-assign]
+    import threading
+
+    thread = threading.Thread(target=server.start)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                response = httpx.get(f"{server.url}/readyz")
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+        assert response.status_code == 503
+        assert response.json()["status"] == "loading"
+        predict = httpx.post(f"{server.url}/v1/models/digits_logreg:predict", json={})
+        assert predict.status_code == 503
+        assert predict.headers["retry-after"] == "1"
+        gate.set()
+        thread.join(30)
+        assert httpx.get(f"{server.url}/readyz").status_code == 200
+    finally:
+        gate.set()
+        thread.join(30)
+        server.stop()
