@@ -346,7 +346,7 @@ def test_a_version_1_results_database_gains_the_exports_table(home: Path, tmp_pa
               "sha256": "00", "parity": {"max_abs": 0.5}}  # fmt: skip
     assert db.add_export(record) == "ab12"
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
         assert conn.execute("SELECT max_abs_diff FROM exports").fetchone() == (0.5,)
     assert db.exports(model="m") == [record]
     with pytest.raises(EvalError, match="An export record needs sha256"):

@@ -89,6 +89,112 @@ def _option(name: str, **kwargs: Any) -> Callable[[F], F]:
     is_flag=True,
     help="Do not record the result in the results database.",
 )
+@_option(
+    "trace_level",
+    metavar="LEVEL",
+    default=None,
+    help="Trace the evaluation down to LEVEL: NO_TRACE, APPLICATION (loads, warmup, batches), "
+    "MODEL (predict calls), FRAMEWORK (layers), LIBRARY (operators), HARDWARE (CPU, memory, "
+    "GPU counters) or FULL. Writes a Perfetto/Chrome trace file (see 'forgeml trace summary').",
+)
+@_option(
+    "trace_mode",
+    type=click.Choice(["single", "leveled"]),
+    default="single",
+    show_default=True,
+    help="leveled: one run per level up to --trace_level, each level's latency from its own "
+    "run, with the tracing overhead per level (the reported latencies: the untraced run's).",
+)
+@_option(
+    "trace_file",
+    metavar="FILE",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Where the trace file goes. Default: FORGEML_HOME/traces/<evaluation id>.trace.json.",
+)
+@_option(
+    "trace_endpoint",
+    metavar="URL",
+    default=None,
+    help="Also send the trace over OTLP: http://HOST:4318 (HTTP) or grpc://HOST:4317. "
+    "Default: OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_TRACES_ENDPOINT when set.",
+)
+@_option(
+    "scenario",
+    type=click.Choice(["single_stream", "multi_stream", "offline", "server"]),
+    default=None,
+    is_flag=False,
+    flag_value="single_stream",
+    help="After the evaluation, a load scenario with MLPerf LoadGen's semantics (--scenario "
+    "alone: single_stream): single_stream (one sample at a time; p90 with the early-stopping "
+    "estimate), multi_stream (queries of --samples_per_query samples; p99), offline (every "
+    "sample, in batches of --batch_size; throughput), server (Poisson arrivals at --target_qps; "
+    "VALID when p99 <= --latency_bound_ms). See docs/scenarios.md.",
+)
+@_option(
+    "samples_per_query",
+    metavar="N",
+    type=int,
+    default=None,
+    help="multi_stream: samples per query (default 8, LoadGen's).",
+)
+@_option(
+    "target_qps",
+    metavar="QPS",
+    type=float,
+    default=None,
+    help="server: mean arrival rate, queries per second (seeded Poisson schedule).",
+)
+@_option(
+    "latency_bound_ms",
+    metavar="MS",
+    type=float,
+    default=None,
+    help="server: the bound on the 99th percentile latency of a VALID run.",
+)
+@_option(
+    "find_peak",
+    is_flag=True,
+    help="server: search the highest VALID --target_qps (double while VALID, then bisect).",
+)
+@_option(
+    "min_duration",
+    metavar="SECONDS",
+    type=float,
+    default=None,
+    help="Scenario minimum duration (default 2 s; LoadGen's 600 s scaled down for a local run).",
+)
+@_option(
+    "min_query_count",
+    metavar="N",
+    type=int,
+    default=None,
+    help="Scenario minimum number of queries (default: 1024 single_stream, 662 multi_stream, "
+    "500 server, 1 offline of 4096 samples; the output states LoadGen's).",
+)
+@_option(
+    "max_duration",
+    metavar="SECONDS",
+    type=float,
+    default=None,
+    help="Stop a scenario after this long even if the minimums are not met (the run is then "
+    "INVALID). Default 60 s.",
+)
+@_option(
+    "seed",
+    metavar="N",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seed of the scenario's query draws and arrival schedule.",
+)
+@_option(
+    "endpoint",
+    metavar="URL",
+    default=None,
+    help="Evaluate the model served at URL (forgeml serve, or a KServe-v2 server: "
+    "http://HOST:PORT, or the full .../v2/models/NAME/infer URL) instead of loading it here.",
+)
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a TTY).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
@@ -106,6 +212,20 @@ def eval_command(
     threads: int | None,
     save_output: str | None,
     no_store: bool,
+    trace_level: str | None,
+    trace_mode: str,
+    trace_file: str | None,
+    trace_endpoint: str | None,
+    scenario: str | None,
+    samples_per_query: int | None,
+    target_qps: float | None,
+    latency_bound_ms: float | None,
+    find_peak: bool,
+    min_duration: float | None,
+    min_query_count: int | None,
+    max_duration: float | None,
+    seed: int,
+    endpoint: str | None,
     progress: bool | None,
     as_json: bool,
 ) -> None:
@@ -124,6 +244,10 @@ def eval_command(
       forgeml eval --task image_classification --agent pytorch --model_name digits_cnn \\
           --architecture cpu --num_warmup 2 --dataset_name digits --batch_size 2
       forgeml eval --model-name digits_cnn --agent onnxruntime --dataset-path imgs/ --json
+      forgeml eval --model_name digits_cnn --batch_size 1 --scenario single_stream
+      forgeml eval --model_name digits_cnn --scenario server --target_qps 500 \\
+          --latency_bound_ms 5 --find_peak
+      forgeml eval --model_name digits_cnn --endpoint http://127.0.0.1:8000 --scenario
       forgeml eval matrix digits.yml --jobs 2
     """
     if ctx.invoked_subcommand is not None:
@@ -148,6 +272,35 @@ def eval_command(
     if dataset_name is not None and dataset_path is not None:
         raise click.UsageError("Give --dataset_name or --dataset_path, not both.")
     dataset: object = Path(dataset_path) if dataset_path is not None else dataset_name
+    settings = None
+    scenario_options = {
+        "--samples_per_query": samples_per_query,
+        "--target_qps": target_qps,
+        "--latency_bound_ms": latency_bound_ms,
+        "--min_duration": min_duration,
+        "--min_query_count": min_query_count,
+        "--max_duration": max_duration,
+    }
+    if scenario is not None:
+        from forgeml.eval import ScenarioSettings
+
+        settings = ScenarioSettings.create(
+            scenario,
+            samples_per_query=samples_per_query,
+            target_qps=target_qps,
+            latency_bound_ms=latency_bound_ms,
+            min_duration=min_duration,
+            min_query_count=min_query_count,
+            max_duration=max_duration,
+            batch_size=batch_size,
+            seed=seed,
+        )
+    elif find_peak or any(v is not None for v in scenario_options.values()):
+        given = [name for name, value in scenario_options.items() if value is not None]
+        raise click.UsageError(
+            f"{', '.join(given + (['--find_peak'] if find_peak else []))} set(s) a load "
+            f"scenario: add --scenario NAME (single_stream, multi_stream, offline or server)."
+        )
     result = evaluate(
         model_name,
         agent=agent,
@@ -161,6 +314,13 @@ def eval_command(
         save_output=save_output,
         store=not no_store,
         progress=False if as_json else progress,
+        trace_level=trace_level,
+        trace_mode=trace_mode,
+        trace_file=trace_file,
+        trace_endpoint=trace_endpoint,
+        scenario=settings,
+        find_peak=find_peak,
+        endpoint=endpoint,
     )
     if as_json:
         click.echo(result.to_json())

@@ -34,9 +34,18 @@ from forgeml.eval._matrix import (
 )
 from forgeml.eval._protocols import Agent, Batch, EvalData, Metrics, Predictor, Task
 from forgeml.eval._registries import AGENTS, TASKS
+from forgeml.eval._remote import HTTPPredictor
 from forgeml.eval._report import render_report, write_report
 from forgeml.eval._results import Comparison, ResultsDB, compare, results_path
 from forgeml.eval._runner import EvalResult, evaluate
+from forgeml.eval._scenarios import (
+    SCENARIOS,
+    ScenarioResult,
+    ScenarioSettings,
+    early_stopping_estimate,
+    find_peak,
+    run_scenario,
+)
 from forgeml.eval._stats import LatencyStats
 from forgeml.eval._weights import ZooBuild, build_zoo, resolve_weights, zoo_build
 
@@ -44,6 +53,7 @@ __all__ = [
     "AGENTS",
     "BUNDLED",
     "FRAMEWORK_NAMES",
+    "SCENARIOS",
     "TASKS",
     "Agent",
     "Batch",
@@ -51,6 +61,7 @@ __all__ = [
     "EvalData",
     "EvalError",
     "EvalResult",
+    "HTTPPredictor",
     "InputSpec",
     "LatencyStats",
     "Manifest",
@@ -62,6 +73,8 @@ __all__ = [
     "OutputSpec",
     "Predictor",
     "ResultsDB",
+    "ScenarioResult",
+    "ScenarioSettings",
     "Task",
     "WeightsSpec",
     "ZooBuild",
@@ -69,8 +82,10 @@ __all__ = [
     "canonical_framework",
     "compare",
     "dump_manifest",
+    "early_stopping_estimate",
     "evaluate",
     "find_manifests",
+    "find_peak",
     "get_manifest",
     "load_bundled",
     "load_manifest",
@@ -81,6 +96,7 @@ __all__ = [
     "resolve_weights",
     "results_path",
     "run_matrix",
+    "run_scenario",
     "write_report",
     "zoo_build",
 ]

@@ -488,7 +488,7 @@ def results_table(results: Sequence[EvalResult], phase: str) -> str:
     head = [
         "id", "created", "model", "framework", "agent", "dataset", "batch", "device",
         "samples", f"{phase} p50 ms", "p90", "p99", "max", "samples/s", "metric", "spread",
-        "warnings",
+        "warnings", "trace",
     ]  # fmt: skip
     rows = []
     for r in results:
@@ -514,9 +514,22 @@ def results_table(results: Sequence[EvalResult], phase: str) -> str:
                 f"{_e(metric[0])} {metric[1]:.4f}" if metric else "&ndash;",
                 f"{spread:.1%}" if spread is not None else "&ndash;",
                 _e(len(r.warnings)) if r.warnings else "",
+                _trace_link(r),
             ]
         )
     return _table(head, [rows], numeric={6, 8, 9, 10, 11, 12, 13, 15, 16})
+
+
+def _trace_link(result: EvalResult) -> str:
+    """A link to the evaluation's trace file (opens in Perfetto), with its level."""
+    trace = result.trace or {}
+    file = trace.get("file")
+    if not file:
+        return ""
+    level = str(trace.get("level", "")).lower()
+    mode = " leveled" if trace.get("mode") == "leveled" else ""
+    uri = Path(file).absolute().as_uri()
+    return f'<a href="{_e(uri)}" title="{_e(file)}">{_e(level)}{_e(mode)}</a>'
 
 
 def _counted(values: Iterable[str]) -> list[tuple[str, int]]:

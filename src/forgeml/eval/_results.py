@@ -8,7 +8,8 @@ journal, so several evaluations may write at once and readers never block
 writers. Its schema version is SQLite's ``user_version``; a file written by a
 newer forgeml is refused rather than misread, and an older file is upgraded in
 place when it is next written (version 2 added the ``exports`` table: one row
-per model export, see :meth:`ResultsDB.add_export`).
+per model export, see :meth:`ResultsDB.add_export`; version 3 the ``trace_file``
+column: the trace file of a traced evaluation, see :meth:`ResultsDB.trace_file`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 from forgeml._core._errors import EvalError, did_you_mean
 from forgeml.eval._runner import PHASES, EvalResult
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DB_NAME = "results.db"
 #: The columns one may select and group by.
 FILTERS = ("model", "framework", "agent", "task", "dataset", "batch_size", "device")
@@ -90,8 +91,10 @@ CREATE TABLE IF NOT EXISTS exports (
 CREATE INDEX IF NOT EXISTS exports_model ON exports (model, target);
 CREATE INDEX IF NOT EXISTS exports_created ON exports (created);
 """
+#: Version 3: the trace file of a traced evaluation (``forgeml eval --trace_level``).
+_TRACE_FILE = "ALTER TABLE evaluations ADD COLUMN trace_file TEXT;"
 #: The statements that bring a database from version ``n - 1`` to ``n``.
-_MIGRATIONS = {1: _SCHEMA, 2: _EXPORTS}
+_MIGRATIONS = {1: _SCHEMA, 2: _EXPORTS, 3: _TRACE_FILE}
 #: The columns exports may be selected by.
 EXPORT_FILTERS = ("model", "source_framework", "target")
 
@@ -181,16 +184,26 @@ class ResultsDB:
             str(result.provenance.get("forgeml_version") or ""),
             result.provenance.get("git_commit"),
             result.to_json(indent=None),
+            (result.trace or {}).get("file"),
         )
         with self._connect(write=True) as conn:
             conn.execute(
                 "INSERT INTO evaluations (id, created, model, model_version, framework, agent, "
                 "task, dataset, batch_size, device, num_samples, throughput, latency_p50_ms, "
-                "forgeml_version, git_commit, data) VALUES "
-                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "forgeml_version, git_commit, data, trace_file) VALUES "
+                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 row,
             )
         return result.id
+
+    def trace_file(self, id_or_prefix: str) -> str | None:
+        """The trace file of a traced evaluation (``forgeml trace summary`` reads it), or None."""
+        if self._exists():
+            with self._connect(write=False) as conn:
+                if int(conn.execute("PRAGMA user_version").fetchone()[0]) < 3:
+                    return None  # written before traces were recorded
+        value: str | None = self._row(id_or_prefix, "trace_file")
+        return value
 
     def select(
         self,

@@ -31,6 +31,7 @@ import numpy as np
 from forgeml._core._errors import EvalError
 from forgeml.eval._manifest import Manifest, canonical_framework, get_manifest, load_manifest
 from forgeml.eval._protocols import Agent, Batch, EvalData, Predictor, Task
+from forgeml.eval._scenarios import ScenarioResult, ScenarioSettings, find_peak, run_scenario
 from forgeml.eval._stats import LatencyRecorder, LatencyStats
 
 #: The timed phases of a batch; ``total`` is their sum.
@@ -76,6 +77,10 @@ class EvalResult:
     problems: list[str] = field(default_factory=list)
     output_file: str | None = None
     tracking_run_id: str | None = None
+    #: the load scenario's report (``forgeml.eval.ScenarioResult``), when one ran
+    scenario: ScenarioResult | None = None
+    #: the trace of a traced evaluation (``trace_level``): level, file, spans, overhead per level
+    trace: dict[str, Any] | None = None
     created: str = field(
         default_factory=lambda: datetime.now(UTC).isoformat(timespec="milliseconds")
     )
@@ -111,6 +116,8 @@ class EvalResult:
             "problems": list(self.problems),
             "output_file": self.output_file,
             "tracking_run_id": self.tracking_run_id,
+            "scenario": self.scenario.to_dict() if self.scenario is not None else None,
+            "trace": _plain(self.trace) if self.trace is not None else None,
             "provenance": _plain(self.provenance),
         }
 
@@ -144,7 +151,11 @@ class EvalResult:
             problems=list(data.get("problems", [])),
             output_file=data.get("output_file"),
             tracking_run_id=data.get("tracking_run_id"),
+            scenario=(
+                ScenarioResult.from_dict(dict(data["scenario"])) if data.get("scenario") else None
+            ),
             provenance=dict(data.get("provenance", {})),
+            trace=dict(data["trace"]) if data.get("trace") else None,
         )
 
     @classmethod
@@ -212,6 +223,16 @@ class EvalResult:
         if tables:
             figures.add_row("tables", f"{', '.join(tables)} (see --json)")
         parts: list[Any] = [header, counted, Text(""), table, Text(""), figures]
+        if self.scenario is not None:
+            parts.append(Text(""))
+            style = "bold green" if self.scenario.valid else "bold red"
+            lines = self.scenario.lines()
+            parts.append(Text(lines[0], style=style))
+            parts.extend(Text(line) for line in lines[1:])
+        if self.trace:
+            from forgeml.trace._eval import trace_parts
+
+            parts.extend(trace_parts(self.trace))
         for warning in self.warnings:
             parts.append(Text(f"warning: {warning}", style="yellow"))
         return Group(*parts)
@@ -573,6 +594,44 @@ def _session(predictor: Predictor) -> contextlib.AbstractContextManager[Any]:
     return context
 
 
+def _span(tracing: Any, name: str, **attrs: Any) -> contextlib.AbstractContextManager[Any]:
+    """A span of the evaluation's trace (APPLICATION level); a no-op when not tracing."""
+    if tracing is None:
+        return contextlib.nullcontext()
+    context: contextlib.AbstractContextManager[Any] = tracing.span(name, **attrs)
+    return context
+
+
+def _leveled(options: dict[str, Any], level: Any) -> EvalResult:
+    """``trace_mode="leveled"``: one evaluation per trace level up to ``level`` (see
+    :func:`forgeml.trace._eval.run_leveled`); stored and tracked once, as the untraced run."""
+    from forgeml.trace._eval import run_leveled
+
+    def run(each: Any) -> EvalResult:
+        return evaluate(
+            **{
+                **options,
+                "trace_level": each,
+                "trace_mode": "single",
+                "trace_file": options["trace_file"] if each == level else None,
+                "store": False,
+                "track": False,
+            }
+        )
+
+    result: EvalResult
+    result, record = run_leveled(run, level)
+    result.trace = record
+    store, track = options["store"], options["track"]
+    if track is not False:
+        result.tracking_run_id = log_to_tracking(result, track if isinstance(track, str) else None)
+    if store is not False:
+        from forgeml.eval._results import ResultsDB
+
+        ResultsDB(None if store is True else store).add(result)
+    return result
+
+
 def _run_warmup(
     data: EvalData,
     batch_size: int,
@@ -680,6 +739,13 @@ def evaluate(
     store: bool | str | os.PathLike[str] = True,
     track: bool | str = True,
     progress: ProgressArg = False,
+    scenario: str | ScenarioSettings | None = None,
+    find_peak: bool = False,
+    endpoint: str | None = None,
+    trace_level: str | int | None = None,
+    trace_mode: str = "single",
+    trace_file: str | os.PathLike[str] | None = None,
+    trace_endpoint: str | None = None,
 ) -> EvalResult:
     """Evaluate a model on a dataset: accuracy metrics, latency percentiles and throughput.
 
@@ -708,7 +774,28 @@ def evaluate(
             URI given here; ``False``: never (see :func:`log_to_tracking`).
         progress: a progress bar (``True``; ``None``: when stderr is a terminal),
             or ``fn(batches_done, batches_total)``.
+        scenario: after the evaluation, a load scenario with MLPerf LoadGen's
+            semantics: ``"single_stream"``, ``"multi_stream"``, ``"offline"`` or
+            ``"server"`` (its defaults), or :class:`ScenarioSettings`; the report
+            is ``result.scenario`` (see :mod:`forgeml.eval._scenarios`).
+        find_peak: with the server scenario, search the highest valid rate.
+        endpoint: run the model served at this URL (``forgeml serve``, or any
+            KServe-v2 server) instead of loading it here: ``http://HOST:PORT``
+            or the full ``.../v2/models/NAME/infer`` URL.
+        trace_level: trace the evaluation (:mod:`forgeml.trace`) down to this level:
+            ``NO_TRACE`` (default), ``APPLICATION``, ``MODEL``, ``FRAMEWORK``,
+            ``LIBRARY``, ``HARDWARE`` or ``FULL``; the trace is ``result.trace``.
+        trace_mode: ``"single"`` (one traced run), or ``"leveled"``: one run per
+            level up to ``trace_level``, each level's latency from its own run; the
+            result's latencies are the untraced run's, ``result.trace["levels"]``
+            has each level's figures and overhead.
+        trace_file: where the Chrome/Perfetto trace file goes (default
+            ``$FORGEML_HOME/traces/<id>.trace.json``).
+        trace_endpoint: also send the trace over OTLP to this collector
+            (``http://HOST:4318``, ``grpc://HOST:4317``); default: the
+            ``OTEL_EXPORTER_OTLP_*`` variables when they name an endpoint.
     """
+    options = dict(locals())  # for trace_mode="leveled", which runs evaluate once per level
     batch_size = _positive("batch_size", batch_size)
     num_warmup = _positive("num_warmup", num_warmup, zero=True)
     num_batches = _positive("num_batches", num_batches, allow_none=True)
@@ -722,6 +809,26 @@ def evaluate(
                 f"(the format follows the suffix). Got '{save_output}'."
             )
     device = parse_architecture(architecture)
+    tracing: Any = None
+    if trace_level is not None or trace_mode != "single":
+        from forgeml.trace._eval import EvalTracing, check_mode
+        from forgeml.trace._levels import parse_level
+
+        level = parse_level(trace_level)
+        if check_mode(trace_mode) == "leveled" and level > 0:
+            return _leveled(options, level)
+        if level > 0:
+            tracing = EvalTracing(level, trace_file=trace_file, endpoint=trace_endpoint)
+    settings = (
+        ScenarioSettings.create(scenario, batch_size=batch_size)
+        if isinstance(scenario, str)
+        else scenario
+    )
+    if find_peak and (settings is None or settings.scenario != "server"):
+        raise EvalError(
+            "find_peak searches the server scenario's highest valid rate: pass "
+            "scenario='server' (--scenario server) with a starting --target_qps."
+        )
 
     the_agent = resolve_agent(agent) if agent is not None else None
     framework = canonical_framework(the_agent.framework) if the_agent is not None else None
@@ -749,13 +856,14 @@ def evaluate(
             f"'{manifest.name}' gives {manifest.output.type} outputs. Use a "
             f"{manifest.output.type} task (the manifest's task is '{manifest.task}')."
         )
-    reason = the_agent.unavailable()
+    reason = the_agent.unavailable() if endpoint is None else None
     if reason:
         raise EvalError(f"Agent '{the_agent.name}' cannot run here: {reason}")
 
     source = default_dataset(manifest) if dataset is None else dataset
     limit = num_batches * batch_size if num_batches is not None else None
-    data = the_task.load_dataset(source, manifest, limit=limit)
+    with _span(tracing, "load_dataset", dataset=str(source)):
+        data = the_task.load_dataset(source, manifest, limit=limit)
     if data.size == 0:
         detail = f" Problems: {'; '.join(data.problems[:5])}" if data.problems else ""
         raise EvalError(f"Dataset '{data.name}' has no samples to evaluate.{detail}")
@@ -768,14 +876,26 @@ def evaluate(
     recorder = LatencyRecorder(PHASES)
     chunked = _ChunkedMetrics(metrics.update) if metrics is not None else None
 
-    predictor = the_agent.load(manifest, device=device, threads=threads)
+    predictor: Predictor
+    if endpoint is not None:
+        from forgeml.eval._remote import HTTPPredictor
+
+        predictor = HTTPPredictor(endpoint, manifest.name)
+    else:
+        with _span(tracing, "load_model", model=manifest.name, agent=the_agent.name):
+            predictor = the_agent.load(manifest, device=device, threads=threads)
+    scenario_result: ScenarioResult | None = None
     try:
         sync = predictor.synchronize if device != "cpu" else None
         with _session(predictor):
-            _run_warmup(data, batch_size, num_warmup, the_task, manifest, predictor, sync)
+            with _span(tracing, "warmup", batches=num_warmup):
+                _run_warmup(data, batch_size, num_warmup, the_task, manifest, predictor, sync)
+            loop: Callable[..., tuple[int, int, int]] = (
+                _timed_loop if tracing is None else tracing.loop
+            )
             bar = _Progress(progress, total_batches, f"{manifest.name} ({the_agent.name})")
             try:
-                done, samples, elapsed_ns = _timed_loop(
+                done, samples, elapsed_ns = loop(
                     data.iter_batches(batch_size),
                     task=the_task,
                     manifest=manifest,
@@ -792,6 +912,10 @@ def evaluate(
                 )
             finally:
                 bar.close()
+            if settings is not None:
+                scenario_result = _run_scenario(
+                    data, the_task, manifest, predictor, settings, sync, find_peak
+                )
         info = dict(getattr(predictor, "info", {}) or {})
     finally:
         predictor.close()
@@ -819,8 +943,12 @@ def evaluate(
             framework=manifest.framework, device=device, threads=threads, predictor_info=info
         ),
         problems=list(data.problems),
+        scenario=scenario_result,
     )
     result.warnings.extend(_warnings(result, data))
+    if tracing is not None:
+        result.trace = tracing.finish(result)
+        result.warnings.extend(tracing.warnings)
     if sink is not None:
         sink.write()
         result.output_file = str(sink.path)
@@ -831,6 +959,35 @@ def evaluate(
 
         ResultsDB(None if store is True else store).add(result)
     return result
+
+
+#: The most samples a scenario loads (preprocessed, before its timed run).
+SCENARIO_SAMPLES = 4096
+
+
+def _run_scenario(
+    data: EvalData,
+    task: Task,
+    manifest: Manifest,
+    predictor: Predictor,
+    settings: ScenarioSettings,
+    sync: Callable[[], None] | None,
+    peak: bool,
+) -> ScenarioResult:
+    """LoadGen's sequence: load (read and preprocess) the samples, then the timed run."""
+    loaded: list[np.ndarray] = []
+    count = 0
+    for batch in data.iter_batches(256):
+        loaded.append(np.asarray(task.preprocess(batch.raw, manifest)))
+        count += len(batch)
+        if count >= SCENARIO_SAMPLES:
+            break
+    from forgeml.eval._scenarios import scenario_samples
+
+    samples = scenario_samples(loaded)
+    if peak:
+        return find_peak(predictor.predict, samples, settings, sync=sync)
+    return run_scenario(predictor.predict, samples, settings, sync=sync)
 
 
 def _warnings(result: EvalResult, data: EvalData) -> list[str]:
