@@ -8,22 +8,13 @@ group whose own options run one evaluation when no subcommand is given.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 from click.core import ParameterSource
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _option(name: str, **kwargs: Any) -> Callable[[F], F]:
-    """An option spelled with dashes and with underscores: ``--model-name``/``--model_name``."""
-    dashed = f"--{name.replace('_', '-')}"
-    spellings = [dashed] if "_" not in name else [dashed, f"--{name}"]
-    decorator: Callable[[F], F] = click.option(*spellings, name, **kwargs)
-    return decorator
+from forgeml.cli._options import option
 
 
 @click.group(
@@ -31,36 +22,36 @@ def _option(name: str, **kwargs: Any) -> Callable[[F], F]:
     invoke_without_command=True,
     subcommand_metavar="[matrix SPEC.yml [ARGS]...]",
 )
-@_option(
+@option(
     "model_name",
     metavar="NAME",
     default=None,
     help="The model: a name, or a manifest .yml. Required (unless a subcommand is given).",
 )
-@_option(
+@option(
     "agent",
     metavar="AGENT",
     default=None,
     help="The agent (framework) that runs it: pytorch, onnxruntime, tensorflow, sklearn, "
     "xgboost, tensorrt. Default: the model's framework.",
 )
-@_option("task", metavar="TASK", default=None, help="The task. Default: the model's task.")
-@_option(
+@option("task", metavar="TASK", default=None, help="The task. Default: the model's task.")
+@option(
     "dataset_name",
     metavar="NAME",
     default=None,
     help="A bundled dataset (digits, iris, ...; 'digits:all' for every part). "
     "Default: the held-out part of the model's training dataset.",
 )
-@_option(
+@option(
     "dataset_path",
     metavar="PATH",
     default=None,
     type=click.Path(exists=True),
     help="A dataset on disk: a folder of images, a .npz or a .csv file.",
 )
-@_option("batch_size", metavar="N", type=int, default=64, show_default=True, help="Batch size.")
-@_option(
+@option("batch_size", metavar="N", type=int, default=64, show_default=True, help="Batch size.")
+@option(
     "num_warmup",
     metavar="N",
     type=int,
@@ -68,28 +59,28 @@ def _option(name: str, **kwargs: Any) -> Callable[[F], F]:
     show_default=True,
     help="Batches run first and not counted.",
 )
-@_option("num_batches", metavar="N", type=int, default=None, help="Evaluate at most N batches.")
-@_option(
+@option("num_batches", metavar="N", type=int, default=None, help="Evaluate at most N batches.")
+@option(
     "architecture",
     metavar="ARCH",
     default="cpu",
     show_default=True,
     help="Where to run: cpu, gpu or cuda:N.",
 )
-@_option("threads", metavar="N", type=int, default=None, help="The framework's thread count.")
-@_option(
+@option("threads", metavar="N", type=int, default=None, help="The framework's thread count.")
+@option(
     "save_output",
     metavar="FILE",
     default=None,
     type=click.Path(dir_okay=False),
     help="Write per-sample predictions (ids, prediction, target, top-5) to a .csv, .json or .npz.",
 )
-@_option(
+@option(
     "no_store",
     is_flag=True,
     help="Do not record the result in the results database.",
 )
-@_option(
+@option(
     "trace_level",
     metavar="LEVEL",
     default=None,
@@ -97,7 +88,7 @@ def _option(name: str, **kwargs: Any) -> Callable[[F], F]:
     "MODEL (predict calls), FRAMEWORK (layers), LIBRARY (operators), HARDWARE (CPU, memory, "
     "GPU counters) or FULL. Writes a Perfetto/Chrome trace file (see 'forgeml trace summary').",
 )
-@_option(
+@option(
     "trace_mode",
     type=click.Choice(["single", "leveled"]),
     default="single",
@@ -105,21 +96,21 @@ def _option(name: str, **kwargs: Any) -> Callable[[F], F]:
     help="leveled: one run per level up to --trace_level, each level's latency from its own "
     "run, with the tracing overhead per level (the reported latencies: the untraced run's).",
 )
-@_option(
+@option(
     "trace_file",
     metavar="FILE",
     default=None,
     type=click.Path(dir_okay=False),
     help="Where the trace file goes. Default: FORGEML_HOME/traces/<evaluation id>.trace.json.",
 )
-@_option(
+@option(
     "trace_endpoint",
     metavar="URL",
     default=None,
     help="Also send the trace over OTLP: http://HOST:4318 (HTTP) or grpc://HOST:4317. "
     "Default: OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_TRACES_ENDPOINT when set.",
 )
-@_option(
+@option(
     "scenario",
     type=click.Choice(["single_stream", "multi_stream", "offline", "server"]),
     default=None,
@@ -131,40 +122,40 @@ def _option(name: str, **kwargs: Any) -> Callable[[F], F]:
     "sample, in batches of --batch_size; throughput), server (Poisson arrivals at --target_qps; "
     "VALID when p99 <= --latency_bound_ms). See docs/scenarios.md.",
 )
-@_option(
+@option(
     "samples_per_query",
     metavar="N",
     type=int,
     default=None,
     help="multi_stream: samples per query (default 8, LoadGen's).",
 )
-@_option(
+@option(
     "target_qps",
     metavar="QPS",
     type=float,
     default=None,
     help="server: mean arrival rate, queries per second (seeded Poisson schedule).",
 )
-@_option(
+@option(
     "latency_bound_ms",
     metavar="MS",
     type=float,
     default=None,
     help="server: the bound on the 99th percentile latency of a VALID run.",
 )
-@_option(
+@option(
     "find_peak",
     is_flag=True,
     help="server: search the highest VALID --target_qps (double while VALID, then bisect).",
 )
-@_option(
+@option(
     "min_duration",
     metavar="SECONDS",
     type=float,
     default=None,
     help="Scenario minimum duration (default 2 s; LoadGen's 600 s scaled down for a local run).",
 )
-@_option(
+@option(
     "min_query_count",
     metavar="N",
     type=int,
@@ -172,7 +163,7 @@ def _option(name: str, **kwargs: Any) -> Callable[[F], F]:
     help="Scenario minimum number of queries (default: 1024 single_stream, 662 multi_stream, "
     "500 server, 1 offline of 4096 samples; the output states LoadGen's).",
 )
-@_option(
+@option(
     "max_duration",
     metavar="SECONDS",
     type=float,
@@ -180,7 +171,7 @@ def _option(name: str, **kwargs: Any) -> Callable[[F], F]:
     help="Stop a scenario after this long even if the minimums are not met (the run is then "
     "INVALID). Default 60 s.",
 )
-@_option(
+@option(
     "seed",
     metavar="N",
     type=int,
@@ -188,7 +179,7 @@ def _option(name: str, **kwargs: Any) -> Callable[[F], F]:
     show_default=True,
     help="Seed of the scenario's query draws and arrival schedule.",
 )
-@_option(
+@option(
     "endpoint",
     metavar="URL",
     default=None,

@@ -6,28 +6,14 @@ Every option is also spelled with underscores (``--dynamic_batch``), as in
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar
-
 import click
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _option(name: str, *more: str, **kwargs: Any) -> Callable[[F], F]:
-    """An option spelled with dashes and with underscores: ``--dynamic-batch``/``--dynamic_batch``.
-
-    ``more`` adds spellings (a short ``-o``, or a ``/--no-...`` flag pair).
-    """
-    dashed = f"--{name.replace('_', '-')}"
-    spellings = [dashed] if "_" not in name else [dashed, f"--{name}"]
-    decorator: Callable[[F], F] = click.option(*spellings, *more, name, **kwargs)
-    return decorator
+from forgeml.cli._options import option
 
 
 @click.command("export")
 @click.argument("model")
-@_option(
+@option(
     "to",
     metavar="TARGET",
     required=True,
@@ -42,13 +28,13 @@ def _option(name: str, *more: str, **kwargs: Any) -> Callable[[F], F]:
     default=None,
     help="Where the export goes. Default: FORGEML_HOME/exports/<name><suffix>.",
 )
-@_option(
+@option(
     "framework",
     metavar="NAME",
     default=None,
     help="The source framework, when MODEL has manifests for several that export to TARGET.",
 )
-@_option("opset", metavar="N", type=int, default=None, help="ONNX opset (default 17; XGBoost 15).")
+@option("opset", metavar="N", type=int, default=None, help="ONNX opset (default 17; XGBoost 15).")
 @click.option(
     "--dynamic-batch/--static-batch",
     "--dynamic_batch/--static_batch",
@@ -57,41 +43,41 @@ def _option(name: str, *more: str, **kwargs: Any) -> Callable[[F], F]:
     show_default=True,
     help="Leave the batch axis open (ONNX, TensorRT), or fix it to --batch-size.",
 )
-@_option("fp16", is_flag=True, help="Half-precision weights and arithmetic (inputs stay float32).")
-@_option("int8", is_flag=True, help="TensorRT INT8 kernels, calibrated on --calibration.")
-@_option(
+@option("fp16", is_flag=True, help="Half-precision weights and arithmetic (inputs stay float32).")
+@option("int8", is_flag=True, help="TensorRT INT8 kernels, calibrated on --calibration.")
+@option(
     "calibration",
     metavar="DATASET",
     default=None,
     help="The data INT8 calibration reads: a bundled name or a path.",
 )
-@_option(
+@option(
     "method",
     type=click.Choice(["trace", "script"]),
     default=None,
     help="TorchScript: trace the model on a batch (default) or script (compile) it.",
 )
-@_option(
+@option(
     "atol",
     metavar="X",
     type=float,
     default=None,
     help="Absolute tolerance of the parity check (default: fp32 1e-4, fp16 1e-2).",
 )
-@_option(
+@option(
     "rtol",
     metavar="X",
     type=float,
     default=None,
     help="Relative tolerance of the parity check (default: fp32 1e-3, fp16 1e-2).",
 )
-@_option(
+@option(
     "dataset",
     metavar="NAME|PATH",
     default=None,
     help="The validation data. Default: the held-out part of the model's training dataset.",
 )
-@_option(
+@option(
     "batch_size",
     metavar="N",
     type=int,
@@ -99,7 +85,7 @@ def _option(name: str, *more: str, **kwargs: Any) -> Callable[[F], F]:
     show_default=True,
     help="Samples in the validation batch.",
 )
-@_option(
+@option(
     "runs",
     metavar="N",
     type=int,
@@ -107,14 +93,14 @@ def _option(name: str, *more: str, **kwargs: Any) -> Callable[[F], F]:
     show_default=True,
     help="Timed runs of the batch per model for the latency comparison (0: none).",
 )
-@_option(
+@option(
     "device",
     metavar="DEVICE",
     default=None,
     help="Where the export is checked: cpu or cuda:N. Default: cpu (TensorRT: cuda:0).",
 )
-@_option("threads", metavar="N", type=int, default=None, help="The frameworks' thread count.")
-@_option(
+@option("threads", metavar="N", type=int, default=None, help="The frameworks' thread count.")
+@option(
     "max_batch",
     metavar="N",
     type=int,
@@ -122,9 +108,9 @@ def _option(name: str, *more: str, **kwargs: Any) -> Callable[[F], F]:
     show_default=True,
     help="TensorRT: the largest batch the engine takes.",
 )
-@_option("name", metavar="NAME", default=None, help="Register the export under this model name.")
-@_option("no_register", is_flag=True, help="Do not register the export as a model.")
-@_option("no_store", is_flag=True, help="Do not record the export in the results database.")
+@option("name", metavar="NAME", default=None, help="Register the export under this model name.")
+@option("no_register", is_flag=True, help="Do not register the export as a model.")
+@option("no_store", is_flag=True, help="Do not record the export in the results database.")
 @click.option("--json", "as_json", is_flag=True, help="Print the export record as JSON.")
 def export_command(
     model: str,

@@ -13,18 +13,14 @@ from typing import Any, TypeVar
 
 import click
 
+from forgeml.cli._options import option
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _option(name: str, *more: str, **kwargs: Any) -> Callable[[F], F]:
-    """An option spelled with dashes and with underscores (``--max-batch-size``,
-    ``--max_batch_size``), its help naming its environment variable."""
-    dashed = f"--{name.replace('_', '-')}"
-    spellings = [dashed] if "_" not in name else [dashed, f"--{name}"]
-    env = f"FORGEML_SERVE_{name.upper()}"
-    kwargs["help"] = f"{kwargs.get('help', '')} [env: {env}]"
-    decorator: Callable[[F], F] = click.option(*spellings, *more, name, **kwargs)
-    return decorator
+    """An option with both spellings, its help naming its ``FORGEML_SERVE_*`` variable."""
+    return option(name, *more, env=f"FORGEML_SERVE_{name.upper()}", **kwargs)
 
 
 @click.command("serve")
