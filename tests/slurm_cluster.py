@@ -50,9 +50,9 @@ def slurm_cluster() -> Iterator[Path]:
     conf = state / "etc" / "slurm.conf"
     saved = os.environ.get("SLURM_CONF")
     os.environ["SLURM_CONF"] = str(conf)
-    from forgeml.jobs._slurm import slurm_config
+    from forgeml.jobs._slurm import clear_config_cache
 
-    slurm_config.cache_clear()
+    clear_config_cache()
     try:
         yield conf
     finally:
@@ -61,7 +61,7 @@ def slurm_cluster() -> Iterator[Path]:
             os.environ.pop("SLURM_CONF", None)
         else:
             os.environ["SLURM_CONF"] = saved
-        slurm_config.cache_clear()
+        clear_config_cache()
         shutil.rmtree(state, ignore_errors=True)
 
 

@@ -121,6 +121,34 @@ def test_the_script_quotes_every_word_and_checks_sbatch_values(tmp_path: Path) -
     assert "'two words'" in str(info.value)
     with pytest.raises(JobsError, match="--time must be a Slurm time limit"):
         jobs.sbatch_options(name="n", output="x", time_limit="ten minutes")
+    assert not any(o.startswith("--output") for o in jobs.sbatch_options(name="n"))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--gpu", "2", "--", "python", "train.py"], "Did you mean '--gpus'?"),
+        (["python", "train.py", "--cfg", "app.yml"], "Options of the command to run go after '--'"),
+    ],
+)
+@pytest.mark.parametrize("command", ["launch", "render"])
+def test_unknown_options_before_the_dashes_are_refused(
+    command: str, args: list[str], message: str
+) -> None:
+    extra = ["--k8s", "--image", "img"] if command == "render" else []
+    result = CliRunner().invoke(cli, ["jobs", command, *extra, *args])
+    assert result.exit_code == 2, result.output
+    assert "Unknown option" in result.output
+    assert message in result.output
+    assert "command:" not in result.output  # nothing rendered or submitted
+
+
+def test_grid_and_args_file_together_are_refused(tmp_path: Path) -> None:
+    sets = write(tmp_path / "sets.yml", "- lr=1\n")
+    options = ["--k8s", "--image", "i", "--args-file", str(sets), "--grid", "lr=2"]
+    result = CliRunner().invoke(cli, ["jobs", "render", *options, "--", "python", "t.py"])
+    assert result.exit_code == 1
+    assert "Give --args-file or --grid, not both" in result.output
 
 
 def test_launch_without_slurm_says_how_to_get_it(
@@ -128,9 +156,42 @@ def test_launch_without_slurm_says_how_to_get_it(
 ) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setenv("FORGEML_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(jobs._slurm.os.path, "exists", lambda p: False)
+    monkeypatch.setattr(jobs._slurm, "FALLBACK_DIRS", ())
     with pytest.raises(JobsError, match=r"'sbatch' is not on PATH.*slurm-local"):
         jobs.launch(["true"])
+    assert not list((tmp_path / "home" / "jobs").iterdir())  # no record of a job not submitted
+
+
+def test_a_failed_scontrol_is_not_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from forgeml.jobs import _slurm
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(_slurm, "FALLBACK_DIRS", ())
+    monkeypatch.setenv("SLURM_CONF", str(tmp_path / "slurm.conf"))
+    _slurm.clear_config_cache()
+    assert _slurm.slurm_config(str(tmp_path / "slurm.conf")) == {}
+    assert str(tmp_path / "slurm.conf") not in _slurm._configs  # asked again next time
+    assert _slurm.cluster_name() is None  # no slurm.conf to read
+    (tmp_path / "slurm.conf").write_text("# test\nclustername = alpha\n")
+    assert _slurm.cluster_name() == f"alpha@{tmp_path / 'slurm.conf'}"
+
+
+def test_records_newest_first_and_on_this_cluster(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from forgeml.jobs._records import find_record, write_json
+
+    monkeypatch.setenv("FORGEML_HOME", str(tmp_path))
+    root = tmp_path / "jobs"
+    for key, submitted, cluster in (("a", 1.0, "c@/x"), ("b", 2.0, "c@/y"), ("c", 3.0, None)):
+        write_json(root / key / "job.json", {"id": "7", "submitted": submitted, "cluster": cluster})
+    # Slurm reused id 7: the newest launch wins, or the newest one on the cluster asked about.
+    assert Path(find_record("7")["dir"]).name == "c"
+    write_json(root / "c" / "job.json", {"id": "7", "submitted": 3.0, "cluster": "d@/z"})
+    assert Path(find_record("7", cluster="c@/x")["dir"]).name == "a"
+    assert Path(find_record("7_1", cluster="c@/y")["dir"]).name == "b"
+    with pytest.raises(JobsError, match=r"No job '7'.*Known: none yet"):
+        find_record("7", cluster="e@/w")
 
 
 def test_unknown_jobs_name_the_known_ones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -215,6 +276,26 @@ def test_kubernetes_manifests_validate_against_the_schema(tmp_path: Path) -> Non
     )
 
 
+@pytest.mark.parametrize(
+    ("mem", "quantity"), [("4000", "4000Mi"), ("16G", "16Gi"), ("512M", "512Mi"), ("2t", "2Ti")]
+)
+def test_slurm_memory_becomes_a_kubernetes_quantity(mem: str, quantity: str) -> None:
+    manifest = jobs.render_k8s(["true"], image="i", mem=mem)
+    resources = manifest["spec"]["template"]["spec"]["containers"][0]["resources"]
+    assert resources["limits"]["memory"] == resources["requests"]["memory"] == quantity
+
+
+@pytest.mark.parametrize(
+    ("limit", "seconds"),
+    [("30", 1800), ("1:30", 90), ("1-2", 93600), ("2:00:00", 7200), ("UNLIMITED", None)],
+)
+def test_time_limits_become_a_deadline(limit: str, seconds: int | None) -> None:
+    spec = jobs.render_k8s(["true"], image="i", time=limit)["spec"]
+    assert spec.get("activeDeadlineSeconds") == seconds
+    with pytest.raises(JobsError, match=r"--time must be a Slurm time limit.*'soon'"):
+        jobs.render_k8s(["true"], image="i", time="soon")
+
+
 def test_apptainer_commands_one_per_task() -> None:
     lines = jobs.render_apptainer(
         ["python", "train.py"], image="forgeml.sif", overrides=[["lr=1"], ["lr=2"]], gpus=1
@@ -236,6 +317,71 @@ def test_launch_file_unknown_key(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "Unknown key 'timee'" in result.output
     assert "Did you mean 'time'?" in result.output
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+SIGNALLED = """
+import os, signal, sys, time
+from pathlib import Path
+from forgeml import app
+
+def main(cfg):
+    steps = []
+    app.on_checkpoint(lambda: Path("ckpt").write_text(str(len(steps))) and Path("ckpt"))
+    os.kill(os.getpid(), signal.SIGUSR1 if sys.argv[1] == "requeue" else signal.SIGTERM)
+    Path("signalled").write_text(str(len(steps)))  # the handler only took note
+    while True:
+        steps.append(1)  # one training step
+        time.sleep(0.01)
+        if sys.argv[2] == "poll" and len(steps) == 3:
+            app.checkpoint_requested()  # a step boundary
+
+app.run(main, {})
+"""
+
+
+@pytest.mark.parametrize(
+    ("signal_name", "mode", "code"),
+    [("requeue", "poll", 75), ("stop", "poll", 130), ("requeue", "fallback", 75)],
+)
+def test_the_checkpoint_is_saved_at_a_step_boundary_or_by_the_fallback(
+    tmp_path: Path, signal_name: str, mode: str, code: int
+) -> None:
+    write(tmp_path / "prog.py", SIGNALLED)
+    state = tmp_path / "task.json"
+    env = {
+        **os.environ,
+        "FORGEML_HOME": str(tmp_path / "home"),
+        "FORGEML_JOB_STATE": str(state),
+        "FORGEML_JOB_REQUEUE": "1",
+        "FORGEML_JOB_SIGNAL_SECONDS": "1",  # the fallback waits half of it
+    }
+    done = subprocess.run(
+        [PY, "prog.py", signal_name, mode],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == code, done.stderr
+    assert (tmp_path / "signalled").read_text() == "0"
+    saved_at = int((tmp_path / "ckpt").read_text())
+    if mode == "poll":
+        assert saved_at == 3  # exactly at the boundary where the loop polled
+        assert "was not called" not in done.stderr
+    else:
+        assert saved_at > 3  # about 0.5 s of steps later, wherever the loop was
+        assert "checkpoint_requested() was not called within" in done.stderr
+    assert json.loads(state.read_text())["checkpoint"] == str(tmp_path / "ckpt")
+
+
+def test_checkpoint_requested_is_false_without_a_signal() -> None:
+    from forgeml import app
+
+    assert app.checkpoint_requested() is False
 
 
 # ----------------------------------------------------------------------------- real jobs
@@ -328,8 +474,9 @@ def main(cfg):
     app.on_checkpoint(save)
     Path(f"out-{task}.json").write_text(json.dumps({"lr": cfg.get("lr"), "run": run_id}))
     while cfg.get("wait"):
-        state["step"] += 1
+        state["step"] += 1  # one training step
         time.sleep(0.05)
+        app.checkpoint_requested()  # a step boundary: saves and requeues here when signalled
 
 if __name__ == "__main__":
     parser = ArgumentParser()
@@ -476,7 +623,11 @@ def test_stop_is_graceful_cancel_is_not_and_max_restarts_holds(jobs_home: Path) 
     assert jobs.wait(sleeper, timeout=30)[sleeper.id].state == "CANCELLED"
 
     stopped = jobs.launch([PY, "loop.py"], cpus_per_task=1)
-    limited = jobs.launch([PY, "loop.py"], cpus_per_task=1, requeue=True, max_restarts=0)
+    # loop.py never calls app.checkpoint_requested(): the fallback saves after half the
+    # signal budget (1 s here; a stop waits STOP_GRACE_SECONDS).
+    limited = jobs.launch(
+        [PY, "loop.py"], cpus_per_task=1, requeue=True, max_restarts=0, signal_seconds=2
+    )
     for job in (stopped, limited):
         until(
             lambda job=job: (jobs_home / f"running-{job.id}").exists(), 60, f"job {job.id} to start"
@@ -486,6 +637,7 @@ def test_stop_is_graceful_cancel_is_not_and_max_restarts_holds(jobs_home: Path) 
     jobs.wait(stopped, timeout=30)
     log = stopped.log().read_text()
     assert "asked to stop (SIGTERM)" in log
+    assert "checkpoint_requested() was not called" in log  # the fallback saved it
     assert "checkpoint saved" in log
     state = json.loads((stopped.dir / "tasks" / "0.json").read_text())
     assert state["checkpoint"] == str(jobs_home / "stopped.ckpt")
@@ -510,14 +662,52 @@ def test_secrets_reach_the_job_but_not_its_script(
 
     monkeypatch.setenv("FORGEML_SECRETS_KEY", generate_key())
     monkeypatch.setenv("FORGEML_SECRETS_FILE", str(jobs_home / "secrets.enc"))
+    monkeypatch.setenv("FORGEML_HOME", str(jobs_home / "my home"))  # a space: --output copes
     SecretStore().set("DB_PASSWORD", "hunter2-very-secret")
-    job = jobs.launch(
-        [PY, "-c", "import os; open('seen', 'w').write(os.environ['DB_PASSWORD'])"],
-        env={"MLFLOW_TRACKING_URI": "sqlite:///x.db"},
-        cpus_per_task=1,
-    )
-    assert jobs.wait(job, timeout=60)[job.id].state == "COMPLETED"
-    assert (jobs_home / "seen").read_text() == "hunter2-very-secret"
+    SecretStore().set("OTHER_TOKEN", "not-for-this-job")
+    show = "import os; open('seen', 'w').write(repr([os.environ.get(n) for n in {names!r}]))"
+    names = ["DB_PASSWORD", "OTHER_TOKEN"]
+    plain = jobs.launch([PY, "-c", show.format(names=names)], cpus_per_task=1)
+    assert jobs.wait(plain, timeout=60)[plain.id].state == "COMPLETED", plain.log().read_text()
+    assert (jobs_home / "seen").read_text() == "[None, None]"  # no secret unless named
+    result = invoke(
+        "jobs", "launch", "--secret", "DB_PASSWORD", "--cpus-per-task", "1", "--json", "--",
+        PY, "-c", show.format(names=names),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    job = jobs.Job.from_record(jobs._records.find_record(json.loads(result.output)["id"]))
+    assert " " in str(job.dir)
+    assert jobs.wait(job, timeout=60)[job.id].state == "COMPLETED", job.log().read_text()
+    assert (jobs_home / "seen").read_text() == "['hunter2-very-secret', None]"
     for path in job.dir.rglob("*"):
         if path.is_file():
             assert "hunter2" not in path.read_text(errors="replace"), path
+
+
+@pytest.mark.slow
+def test_log_follow_stops_when_the_task_is_done_or_slurm_forgot_it(
+    jobs_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from forgeml.cli import jobs as jobs_cli
+    from forgeml.jobs._records import write_json
+
+    monkeypatch.setattr(jobs_cli, "LOG_FOLLOW_POLL", 0.01)
+    gone = jobs.jobs_dir() / "gone"
+    # A launch whose job this cluster never had (its cluster was restarted since).
+    write_json(gone / "job.json", {"id": "999999", "submitted": 1.0})
+    (gone / "logs").mkdir()
+    (gone / "logs" / "999999.out").write_text("old output\n")
+    result = invoke("jobs", "log", "-f", "999999")
+    assert result.exit_code == 0
+    assert "old output" in result.output
+    assert "has not listed job 999999 for 20 polls in a row" in result.output
+    write_json(gone / "tasks" / "0.json", {"state": "DONE", "exit_code": 0})  # its runner ended
+    result = invoke("jobs", "log", "-f", "999999")
+    assert result.output == "old output\n"
+
+
+@pytest.mark.slow
+def test_a_refused_submission_leaves_no_record(jobs_home: Path) -> None:
+    with pytest.raises(JobsError, match=r"sbatch .* failed: .*[Pp]artition"):
+        jobs.launch(["true"], partition="nope")
+    assert not any(jobs.jobs_dir().iterdir())

@@ -1,7 +1,7 @@
 """The launcher: ``app.run(main, cfg)`` seeds, pins GPUs, logs, daemonizes and distributes."""
 
 from forgeml._core._errors import AppError
-from forgeml.app._checkpoint import clear_checkpoint_hooks, on_checkpoint
+from forgeml.app._checkpoint import checkpoint_requested, clear_checkpoint_hooks, on_checkpoint
 from forgeml.app._daemon import DaemonRecord, find_daemons, list_daemons, stop_daemon
 from forgeml.app._logging import setup_logging
 from forgeml.app._run import apply_gpu_visibility, run, run_defaults
@@ -11,6 +11,7 @@ __all__ = [
     "AppError",
     "DaemonRecord",
     "apply_gpu_visibility",
+    "checkpoint_requested",
     "clear_checkpoint_hooks",
     "find_daemons",
     "list_daemons",

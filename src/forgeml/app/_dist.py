@@ -10,6 +10,7 @@ from typing import Any
 
 from forgeml._core._env import nvidia_gpu_count
 from forgeml._core._errors import AppError
+from forgeml._core._net import free_port
 from forgeml.config import Config
 
 log = logging.getLogger("forgeml.app")
@@ -35,16 +36,15 @@ def resolve_world_size(cfg: Config) -> int:
     return gpus
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+#: ``--dist-port``'s port when none is given (``None``); under Slurm one derived from the job
+#: id is used instead (:func:`forgeml.jobs.slurm_worker_env`).
+DEFAULT_DIST_PORT = 25900
 
 
 def master_port(cfg: Config, host: str = "127.0.0.1") -> int:
-    """``--dist-port``, checked to be free; 0 picks a free port."""
-    port = int(cfg.get("dist_port") or 0)
+    """``--dist-port`` (None: 25900), checked to be free; 0 picks a free port."""
+    given = cfg.get("dist_port")
+    port = DEFAULT_DIST_PORT if given is None else int(given)
     if port == 0:
         return free_port(host)
     with socket.socket() as sock:

@@ -16,6 +16,40 @@ from forgeml._core._errors import JobsError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+#: ``forgeml jobs log -f`` stops after this many polls in a row where Slurm knows no such job.
+LOG_FOLLOW_MISSING_POLLS = 20
+#: Seconds between two polls of ``forgeml jobs log -f``.
+LOG_FOLLOW_POLL = 0.5
+
+
+class _CommandThenWords(click.Command):
+    """A command whose trailing words are a command line to run (``-- python train.py``).
+
+    Every word before ``--`` that starts with ``-`` must be one of this command's options:
+    an unknown one (``--gpu`` for ``--gpus``) is refused, never passed into the command.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.NoSuchOption as exc:
+            from forgeml._core._errors import did_you_mean
+
+            known = sorted(
+                o
+                for p in self.get_params(ctx)
+                if isinstance(p, click.Option)
+                for o in (*p.opts, *p.secondary_opts)
+            )
+            raise click.UsageError(
+                f"Unknown option {exc.option_name!r} of 'forgeml jobs {self.name}'."
+                + did_you_mean(exc.option_name, known)
+                + f" Options of the command to run go after '--': forgeml jobs {self.name} "
+                f"[OPTIONS] -- python train.py --cfg app.yml.",
+                ctx,
+            ) from None
+
+
 _LAUNCH_KEYS = (
     "command",
     "name",
@@ -130,10 +164,16 @@ def _launch_spec(args: Sequence[str], **given: Any) -> dict[str, Any]:
     from forgeml.jobs import grid, load_sets
 
     sets: list[list[str]] | None = None
+    grid_items = given.pop("grid_items", ()) or ()
+    if given.get("args_file") and grid_items:
+        raise JobsError(
+            f"Give --args-file or --grid, not both (got --args-file {given['args_file_path']} "
+            f"and --grid {' '.join(grid_items)!r}): put the grid in the file as "
+            f"'grid: {{lr: [1e-3, 1e-4]}}', or drop one."
+        )
     if given.pop("args_file", None):
         sets = load_sets(str(given["args_file_path"]))
     given.pop("args_file_path", None)
-    grid_items = given.pop("grid_items", ()) or ()
     if grid_items:
         sets = grid(" ".join(grid_items))
     if sets is None and spec.get("sets") is not None:
@@ -184,13 +224,28 @@ def jobs() -> None:
     """
 
 
-@jobs.command("launch", context_settings={"ignore_unknown_options": True})
+@jobs.command("launch", cls=_CommandThenWords)
 @_launch_options
+@click.option(
+    "--secret",
+    "secret_names",
+    multiple=True,
+    metavar="NAME",
+    help="A secret of 'forgeml secrets' to export into the job's environment. Repeatable. "
+    "By default no secret is exported (Slurm keeps a job's environment in its state files).",
+)
+@click.option(
+    "--all-secrets",
+    is_flag=True,
+    help="Export every stored secret into the job's environment.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
 def launch_command(
     args: tuple[str, ...],
     args_file: str | None,
     grid_items: tuple[str, ...],
+    secret_names: tuple[str, ...],
+    all_secrets: bool,
     as_json: bool,
     **options: Any,
 ) -> None:
@@ -205,15 +260,22 @@ def launch_command(
     grid, time, partition, gpus, array_parallelism, requeue, signal_seconds,
     max_restarts, nodes, ntasks_per_node, cpus_per_task, mem. Each argument set's words
     are appended to the command of its task (for an app.run program: config overrides
-    after --cfg). Secrets (forgeml secrets) and tracking settings reach the job through
-    its environment, never the script.
+    after --cfg). Every word before '--' that starts with '-' must be an option of
+    this command. Tracking settings reach the job through its environment, never the
+    script; so do the secrets named with --secret (or all of them with --all-secrets).
     """
     from forgeml.jobs import launch
 
+    if all_secrets and secret_names:
+        raise JobsError(
+            f"Give --secret NAME or --all-secrets, not both (got --secret "
+            f"{', '.join(secret_names)} and --all-secrets)."
+        )
     spec = _spec_from(args, args_file, grid_items, **options)
     job = launch(
         spec.pop("command"),
         overrides=spec.pop("sets"),
+        secrets=True if all_secrets else list(secret_names),
         **{k: v for k, v in spec.items() if v is not None},
     )
     if as_json:
@@ -271,13 +333,25 @@ def status_command(job: str | None, as_json: bool) -> None:
 
 @jobs.command("log")
 @click.argument("job")
-@click.option("-f", "--follow", is_flag=True, help="Keep printing new output until the task ends.")
+@click.option(
+    "-f",
+    "--follow",
+    is_flag=True,
+    help="Keep printing new output until the task ends: Slurm lists it as finished, its "
+    f"runner recorded it DONE, or Slurm has not known it for {LOG_FOLLOW_MISSING_POLLS} "
+    "polls in a row.",
+)
 def log_command(job: str, follow: bool) -> None:
     """Print the output of JOB (a single job) or JOB_TASK (a task of an array)."""
     from forgeml.jobs import log_path, status
+    from forgeml.jobs._records import find_record, read_json, task_state_path
 
     path = log_path(job)
+    record = find_record(job)
+    task = job.partition("_")[2]
+    state_path = task_state_path(Path(record["dir"]), int(task) if task.isdigit() else 0)
     offset = 0
+    missing = 0
     while True:
         if path.exists():
             with path.open("rb") as f:
@@ -292,10 +366,19 @@ def log_command(job: str, follow: bool) -> None:
                 raise JobsError(f"Job {job} has written no output yet ({path}). Try again with -f.")
             return
         found = status([job]).get(job)
-        if found is not None and found.done:
+        missing = 0 if found is not None else missing + 1
+        if (found is not None and found.done) or read_json(state_path).get("state") == "DONE":
             follow = False  # one last read
             continue
-        time.sleep(0.5)
+        if missing >= LOG_FOLLOW_MISSING_POLLS:
+            follow = False
+            click.echo(
+                f"forgeml: Slurm has not listed job {job} for {missing} polls in a row "
+                f"(it forgot the job, or it ran on another cluster); stopped following.",
+                err=True,
+            )
+            continue
+        time.sleep(LOG_FOLLOW_POLL)
 
 
 @jobs.command("stop")
@@ -365,7 +448,7 @@ def ls_command(as_json: bool) -> None:
     print_table(table)
 
 
-@jobs.command("render", context_settings={"ignore_unknown_options": True})
+@jobs.command("render", cls=_CommandThenWords)
 @_launch_options
 @click.option("--k8s", "target", flag_value="k8s", help="A Kubernetes Job (Indexed for arrays).")
 @click.option("--apptainer", "target", flag_value="apptainer", help="apptainer exec commands.")

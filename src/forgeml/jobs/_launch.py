@@ -6,6 +6,7 @@ import itertools
 import os
 import re
 import shlex
+import shutil
 import sys
 import time
 import uuid
@@ -158,7 +159,7 @@ def _check_value(option: str, value: Any) -> str:
 def sbatch_options(
     *,
     name: str,
-    output: str,
+    output: str | None = None,
     array: str | None = None,
     time_limit: str | None = None,
     partition: str | None = None,
@@ -173,7 +174,11 @@ def sbatch_options(
     signal_seconds: int = SIGNAL_SECONDS,
     extra: Mapping[str, Any] | None = None,
 ) -> list[str]:
-    """The ``--option=value`` words of a job's ``#SBATCH`` lines, each value checked."""
+    """The ``--option=value`` words of a job's ``#SBATCH`` lines, each value checked.
+
+    :func:`launch` passes ``--output`` on sbatch's command line instead (an argument list:
+    a forgeml home with spaces in its path works), so it leaves ``output`` out.
+    """
     if time_limit not in (None, "", "0") and not _TIME.match(str(time_limit)):
         raise JobsError(
             f"--time must be a Slurm time limit: MINUTES, HH:MM:SS, D-HH or D-HH:MM:SS. "
@@ -196,7 +201,7 @@ def sbatch_options(
         )
     words = {
         "job-name": name,
-        "output": output,
+        "output": output or None,
         "open-mode": "append",
         "array": array,
         "time": None if time_limit in (None, "", "0") else time_limit,
@@ -236,14 +241,25 @@ def render_script(options: Sequence[str], job_dir: Path, command: Sequence[str],
 # ----------------------------------------------------------------------------- launch
 
 
-def _job_env(env: Mapping[str, str] | None, secrets: bool | Sequence[str] | None) -> dict[str, str]:
+def _secret_names(secrets: bool | Sequence[str] | None) -> bool | list[str]:
+    """``secrets`` as True (every stored secret) or a list of names ([]: none)."""
+    if secrets is None or secrets is False:
+        return []
+    if secrets is True:
+        return True
+    if isinstance(secrets, str):
+        return [secrets]
+    return [str(n) for n in secrets]
+
+
+def _job_env(env: Mapping[str, str] | None, secrets: bool | list[str]) -> dict[str, str]:
     result = dict(os.environ)
-    if secrets is not False:
+    if secrets:
         from forgeml.secrets import SecretStore, inject
 
         store = SecretStore()
-        if secrets not in (None, True) or store.path.exists():
-            names = None if secrets in (None, True) else list(secrets)  # type: ignore[arg-type]
+        if secrets is not True or store.path.exists():
+            names = None if secrets is True else secrets
             result = inject(result, names=names, store=store)
     result.update({str(k): str(v) for k, v in (env or {}).items()})
     return result
@@ -293,11 +309,13 @@ def launch(
 
     Task ``i`` of the array runs ``command`` followed by the words of ``overrides[i]`` (for an
     ``app.run`` program: ``python prog.py --cfg app.yml lr=1e-3``). ``env`` and the secrets of
-    :mod:`forgeml.secrets` (all of them, or the names in ``secrets``; ``False``: none) reach
-    the job's environment through sbatch, never the script file. With ``requeue``, Slurm sends
-    SIGUSR1 ``signal_seconds`` before the time limit; the task checkpoints
-    (``app.on_checkpoint``) and requeues itself, at most ``max_restarts`` times. ``srun`` runs
-    the command under ``srun`` (one process per Slurm task: ``--dist slurm``).
+    :mod:`forgeml.secrets` named in ``secrets`` (default: none; ``True``: every stored secret)
+    reach the job's environment through sbatch, never the script file. Slurm keeps a job's
+    environment in its state files: export only the secrets the job needs. With ``requeue``,
+    Slurm sends SIGUSR1 ``signal_seconds`` before the time limit; the task checkpoints
+    (``app.on_checkpoint``, ``app.checkpoint_requested``) and requeues itself, at most
+    ``max_restarts`` times. ``srun`` runs the command under ``srun`` (one process per Slurm
+    task: ``--dist slurm``).
     ``sbatch_args`` go on the sbatch command line (``--hold``, ``--dependency=afterok:17``).
     """
     words = [str(c) for c in command]
@@ -314,7 +332,8 @@ def launch(
         )
     if int(max_restarts) < 0:
         raise JobsError(f"max_restarts must be 0 or more. Got {max_restarts!r}.")
-    job_env = _job_env(env, secrets)
+    secret_names = _secret_names(secrets)
+    job_env = _job_env(env, secret_names)
     missing = [n for n in export if n not in job_env]
     if missing:
         raise JobsError(
@@ -330,9 +349,9 @@ def launch(
     array = None
     if is_array:
         array = f"0-{len(sets) - 1}" + (f"%{int(array_parallelism)}" if array_parallelism else "")
+    output = job_dir / "logs" / ("%A_%a.out" if is_array else "%j.out")
     options = sbatch_options(
         name=name,
-        output=str(job_dir / "logs" / ("%A_%a.out" if is_array else "%j.out")),
         array=array,
         time_limit=time,
         partition=partition,
@@ -371,6 +390,8 @@ def launch(
             "signal_seconds": signal_seconds,
         },
         "env_names": sorted(set(env or {})),
+        "secrets": secret_names,  # names only (True: all), for relaunch
+        "cluster": _slurm.cluster_name(),
     }
     if relaunch_of:
         record["relaunch_of"] = dict(relaunch_of)
@@ -380,7 +401,13 @@ def launch(
     write_json(job_dir / "job.json", record)
     if resume:  # relaunch: the task starts from this tracking run and checkpoint
         write_json(task_state_path(job_dir, 0), {**dict(resume), "restarts": 0})
-    job_id = _slurm.sbatch(script, [str(a) for a in sbatch_args], env=job_env)
+    try:
+        job_id = _slurm.sbatch(
+            script, [f"--output={output}", *(str(a) for a in sbatch_args)], env=job_env
+        )
+    except BaseException:
+        shutil.rmtree(job_dir, ignore_errors=True)  # nothing was submitted: leave no record
+        raise
     record.update(id=job_id, submitted=time_module.time())
     write_json(job_dir / "job.json", record)
     record["dir"] = str(job_dir)
@@ -481,19 +508,30 @@ def log_path(job: str) -> Path:
 
 def list_jobs(refresh: bool = True) -> list[dict[str, Any]]:
     """Every launch forgeml recorded, newest last, with each task's run and (one Slurm query
-    for them all) its state."""
-    from forgeml.jobs._records import all_records
+    for them all) its state.
+
+    Slurm reuses job ids: only the newest launch of an id on this cluster gets Slurm's state;
+    older ones (and launches on another cluster) read ``UNKNOWN``.
+    """
+    from forgeml.jobs._records import all_records, same_cluster
 
     records = all_records()
-    found = _slurm.query([str(r["id"]) for r in records]) if refresh and records else {}
+    latest: dict[str, dict[str, Any]] = {}
+    if refresh and records:
+        cluster = _slurm.cluster_name()
+        for record in records:  # oldest first: the newest launch of an id wins
+            if same_cluster(record, cluster):
+                latest[str(record["id"])] = record
+    found = _slurm.query(list(latest)) if latest else {}
     rows = []
     for record in records:
         job = Job.from_record(record)
         states = task_states(record)
+        current = latest.get(job.id) is record
         tasks = []
         for index, key in enumerate(job.task_keys()):
             state = states.get(index, {})
-            slurm = found.get(key)
+            slurm = found.get(key) if current else None
             tasks.append(
                 {
                     "id": key,
@@ -551,6 +589,7 @@ def relaunch(run_id: str, *, env: Mapping[str, str] | None = None, **changes: An
         max_restarts=int(record.get("max_restarts", MAX_RESTARTS)),
         srun=bool(record.get("srun")),
         env=env,
+        secrets=options.pop("secrets", record.get("secrets") or None),
         relaunch_of={"job": str(record["id"]), "task": index, "run_id": run_id},
         resume={k: state[k] for k in ("run_id", "checkpoint") if state.get(k)},
         time=options.pop("time", None),

@@ -17,12 +17,15 @@ from forgeml._core._env import forgeml_home
 from forgeml._core._errors import JobsError, did_you_mean
 from forgeml._core._files import atomic_write_text
 
+# The one home of these names: forgeml.app (the launcher side of a job) imports them lazily.
 #: The environment variables a task of a forgeml job sees (besides Slurm's own).
 JOB_DIR_VAR = "FORGEML_JOB_DIR"
 STATE_VAR = "FORGEML_JOB_STATE"
 RESUME_VAR = "FORGEML_RESUME"
 REQUEUE_VAR = "FORGEML_JOB_REQUEUE"
 INNER_VAR = "FORGEML_SLURM_INNER"
+#: Seconds between Slurm's requeue signal and the time limit (the task's checkpoint budget).
+SIGNAL_SECONDS_VAR = "FORGEML_JOB_SIGNAL_SECONDS"
 #: The exit status of a task that saved a checkpoint on the requeue signal and wants to restart.
 REQUEUE_EXIT = 75
 
@@ -74,14 +77,31 @@ def all_records() -> list[dict[str, Any]]:
     return records
 
 
-def find_record(job: str) -> dict[str, Any]:
-    """The launch of Slurm job ``job`` (``JOB`` or ``JOB_TASK``); JobsError listing known ids."""
+def same_cluster(record: dict[str, Any], cluster: str | None) -> bool:
+    """False only when both the record and ``cluster`` name a cluster and they differ."""
+    recorded = record.get("cluster")
+    return not recorded or cluster is None or recorded == cluster
+
+
+def find_record(job: str, cluster: str | None = None) -> dict[str, Any]:
+    """The newest launch of Slurm job ``job`` (``JOB`` or ``JOB_TASK``) on this cluster;
+    JobsError listing the known ids.
+
+    Slurm reuses job ids (a fresh local cluster starts again at 1), so records are searched
+    newest first and, when Slurm names its cluster (``ClusterName`` and ``SLURM_CONF``),
+    launches recorded on another cluster are skipped.
+    """
     job_id = str(job).partition("_")[0].strip()
     records = all_records()
-    for record in records:
-        if str(record["id"]) == job_id:
+    candidates: list[dict[str, Any]] = [r for r in reversed(records) if str(r["id"]) == job_id]
+    if cluster is None and any(r.get("cluster") for r in candidates):
+        from forgeml.jobs._slurm import cluster_name
+
+        cluster = cluster_name()
+    for record in candidates:
+        if same_cluster(record, cluster):
             return record
-    known = [str(r["id"]) for r in records]
+    known = [str(r["id"]) for r in records if same_cluster(r, cluster)]
     listed = ", ".join(known[-10:]) if known else "none yet"
     raise JobsError(
         f"No job {job!r} was launched by forgeml under {jobs_dir()}. Known: {listed}."

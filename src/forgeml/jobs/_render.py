@@ -19,18 +19,34 @@ def k8s_name(name: str) -> str:
 
 
 def k8s_quantity(mem: str) -> str:
-    """A Slurm memory size (``32G``, ``500M``) as a Kubernetes quantity (``32Gi``)."""
+    """A Slurm memory size as a Kubernetes quantity: ``32G`` -> ``32Gi``, ``500M`` -> ``500Mi``,
+    and a bare number, which Slurm reads as megabytes, ``4000`` -> ``4000Mi``."""
     match = re.fullmatch(r"(\d+)([KMGT]?)B?", str(mem).strip().upper())
     if not match:
-        raise JobsError(f"Memory must read like 32G or 500M. Got {mem!r}.")
+        raise JobsError(
+            f"Memory must be a Slurm size: a number of megabytes or a number with K, M, G or T "
+            f"(32G, 500M, 4000). Got {mem!r}."
+        )
     number, unit = match.groups()
-    return f"{number}{unit.title()}i" if unit else number
+    return f"{number}{unit or 'M'}i"
 
 
-def _seconds(limit: str) -> int:
-    """A Slurm time limit (``MM``, ``HH:MM:SS``, ``D-HH[:MM[:SS]]``) in seconds."""
+_UNLIMITED = ("UNLIMITED", "INFINITE")
+_TIME_PATTERN = re.compile(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?")
+
+
+def _seconds(limit: str) -> int | None:
+    """A Slurm time limit (``MM``, ``MM:SS``, ``HH:MM:SS``, ``D-HH[:MM[:SS]]``) in seconds;
+    None for ``UNLIMITED``/``INFINITE``; JobsError for anything else."""
+    text = str(limit).strip()
+    if text.upper() in _UNLIMITED:
+        return None
+    if not _TIME_PATTERN.fullmatch(text):
+        raise JobsError(
+            f"--time must be a Slurm time limit: MINUTES, MM:SS, HH:MM:SS, D-HH, D-HH:MM, "
+            f"D-HH:MM:SS or UNLIMITED. Got {limit!r}."
+        )
     days = 0
-    text = str(limit)
     if "-" in text:
         head, text = text.split("-", 1)
         days = int(head)
@@ -110,8 +126,9 @@ def render_k8s(
             "spec": {"restartPolicy": "Never", "containers": [container]},
         },
     }
-    if time not in (None, "", "0"):
-        spec["activeDeadlineSeconds"] = _seconds(str(time))
+    deadline = None if time in (None, "", "0") else _seconds(str(time))
+    if deadline is not None:
+        spec["activeDeadlineSeconds"] = deadline
     if sets:
         spec.update(
             completionMode="Indexed",
@@ -133,13 +150,12 @@ def render_apptainer(
     image: str,
     overrides: Sequence[Sequence[str]] | None = None,
     gpus: int | None = None,
-    env_names: Sequence[str] = (),
     binds: Sequence[str] = (),
 ) -> list[list[str]]:
     """One ``apptainer exec`` argument list per task (per argument set, else one).
 
-    ``--nv`` with GPUs; ``env_names`` are passed from the caller's environment by name
-    (``--env NAME`` is not used: Apptainer inherits the environment), so no value is written.
+    ``--nv`` with GPUs, ``--bind`` for each of ``binds``. Apptainer passes the caller's
+    environment through (secrets included), so no value is written into the commands.
     """
     words = [str(c) for c in command]
     if not words:
@@ -153,6 +169,5 @@ def render_apptainer(
         base.append("--nv")
     for bind in binds:
         base += ["--bind", str(bind)]
-    del env_names  # Apptainer passes the host environment through by default
     sets = [[str(o) for o in s] for s in overrides] if overrides else [[]]
     return [[*base, image, *words, *s] for s in sets]

@@ -10,14 +10,12 @@ from typing import Any
 
 from forgeml._core._env import nvidia_gpu_count
 from forgeml._core._errors import JobsError
+from forgeml.app._dist import DEFAULT_DIST_PORT
 from forgeml.jobs._launch import MAX_RESTARTS, SIGNAL_SECONDS, Job, launch
 from forgeml.jobs._records import INNER_VAR
 from forgeml.jobs._slurm import hostnames
 
 log = logging.getLogger("forgeml.jobs")
-
-#: ``--dist-port``'s default: under Slurm a port derived from the job id is used instead.
-DEFAULT_DIST_PORT = 25900
 
 
 def in_allocation() -> bool:
@@ -68,7 +66,8 @@ def slurm_worker_env(cfg: Mapping[str, Any]) -> dict[str, str]:
 
     ``SLURM_PROCID`` -> ``RANK``, ``SLURM_NTASKS`` -> ``WORLD_SIZE``, ``SLURM_LOCALID`` ->
     ``LOCAL_RANK``, the first host of ``SLURM_JOB_NODELIST`` (``scontrol show hostnames``)
-    -> ``MASTER_ADDR``; ``MASTER_PORT`` is ``--dist-port``, or one derived from the job id.
+    -> ``MASTER_ADDR``; ``MASTER_PORT`` is ``--dist-port`` when given, else (None, or 0) one
+    derived from the job id, the same on every node of the job.
     With GPUs on the node, ``CUDA_VISIBLE_DEVICES`` keeps the local rank's GPU only.
     """
     env = os.environ
@@ -80,7 +79,11 @@ def slurm_worker_env(cfg: Mapping[str, Any]) -> dict[str, str]:
         raise JobsError(f"This Slurm task's environment is incomplete or invalid: {exc}.") from None
     nodelist = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST") or "localhost"
     hosts = hostnames(nodelist) or ["localhost"]
-    port = int(cfg.get("dist_port") or 0)
+    given = cfg.get("dist_port")
+    port = 0 if given is None else int(given)
+    # The launcher's default port (25900) counts as not chosen: two jobs on one node would
+    # both take it. Every task of a job must agree without talking: derive it from the job.
+    # (--dist-port with another number is used as given.)
     if port in (0, DEFAULT_DIST_PORT):
         job_id = int(env.get("SLURM_ARRAY_JOB_ID") or env.get("SLURM_JOB_ID") or 0)
         port = 20000 + job_id % 20000

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import shutil
@@ -31,12 +30,17 @@ FINAL_STATES = frozenset(
 
 _TIMEOUT = 60.0
 
+#: Where Slurm's commands are looked for when they are not on ``PATH`` (tests empty it).
+FALLBACK_DIRS: tuple[str, ...] = ("/usr/bin",)
+
 
 def slurm_binary(name: str) -> str:
     """The path of Slurm command ``name``; JobsError saying how to get it when it is missing."""
-    found = shutil.which(name) or (
-        f"/usr/bin/{name}" if os.path.exists(f"/usr/bin/{name}") else None
-    )
+    found = shutil.which(name)
+    if found is None:
+        found = next(
+            (f"{d}/{name}" for d in FALLBACK_DIRS if os.access(f"{d}/{name}", os.X_OK)), None
+        )
     if found is None:
         raise JobsError(
             f"The Slurm command '{name}' is not on PATH. forgeml.jobs needs a Slurm client "
@@ -157,20 +161,49 @@ def squeue(job_ids: Iterable[str]) -> dict[str, TaskStatus]:
     return found
 
 
-@functools.lru_cache(maxsize=8)
+_configs: dict[str | None, dict[str, str]] = {}
+
+
 def slurm_config(conf: str | None = None) -> dict[str, str]:
-    """``scontrol show config`` as a mapping (cached per ``SLURM_CONF``)."""
-    done = call("scontrol", ["show", "config"], check=False)
+    """``scontrol show config`` as a mapping, cached per ``SLURM_CONF`` once scontrol answered
+    (a failure, e.g. the controller still starting, is asked again next time); {} on failure."""
+    if conf in _configs:
+        return _configs[conf]
+    try:
+        done = call("scontrol", ["show", "config"], check=False, timeout=20.0)
+    except JobsError:
+        return {}
     config: dict[str, str] = {}
     for line in done.stdout.splitlines():
         key, sep, value = line.partition("=")
         if sep:
             config[key.strip()] = value.strip()
+    if done.returncode == 0 and config:
+        _configs[conf] = config
     return config
+
+
+def clear_config_cache() -> None:
+    """Forget the cached ``scontrol show config`` answers (a cluster was restarted)."""
+    _configs.clear()
 
 
 def _config() -> dict[str, str]:
     return slurm_config(os.environ.get("SLURM_CONF"))
+
+
+def cluster_name() -> str | None:
+    """The cluster the Slurm commands talk to: ``ClusterName`` of its ``slurm.conf``
+    (``SLURM_CONF``, else /etc/slurm/slurm.conf) with that file's path, since job ids restart
+    on a fresh cluster of the same name; None when there is no readable slurm.conf
+    (a configless client). Read from the file: no controller needs to answer."""
+    conf = Path(os.environ.get("SLURM_CONF") or "/etc/slurm/slurm.conf").absolute()
+    try:
+        text = conf.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    match = re.search(r"^\s*ClusterName\s*=\s*(\S+)", text, re.IGNORECASE | re.MULTILINE)
+    return f"{match.group(1) if match else ''}@{conf}"
 
 
 def accounting_enabled() -> bool:

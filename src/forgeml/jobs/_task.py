@@ -21,17 +21,23 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from forgeml._core._errors import JobsError
+from forgeml.jobs import _slurm
 from forgeml.jobs._records import (
     INNER_VAR,
     JOB_DIR_VAR,
     REQUEUE_EXIT,
     REQUEUE_VAR,
     RESUME_VAR,
+    SIGNAL_SECONDS_VAR,
     STATE_VAR,
     read_json,
     task_state_path,
     update_json,
 )
+
+#: How long the runner waits, after ``scontrol requeue``, for Slurm to take the job back.
+REQUEUE_WAIT_SECONDS = 60.0
 
 
 def _log(message: str) -> None:
@@ -61,6 +67,9 @@ def main(argv: list[str]) -> int:
     requeue = bool(record.get("requeue"))
     if requeue:
         env[REQUEUE_VAR] = "1"
+        signal_seconds = (record.get("launch") or {}).get("signal_seconds")
+        if signal_seconds:
+            env[SIGNAL_SECONDS_VAR] = str(int(signal_seconds))
     if record.get("srun"):
         env[INNER_VAR] = "1"
         command = ["srun", "--kill-on-bad-exit=1", "--export=ALL", *command]
@@ -80,16 +89,23 @@ def main(argv: list[str]) -> int:
         + (f"; resuming run {state['run_id']}" if state.get("run_id") else "")
         + (f" from {state['checkpoint']}" if state.get("checkpoint") else "")
     )
-    child = subprocess.Popen(command, env=env)
+    # The handlers go in before the child starts: a signal that arrives while it starts is
+    # remembered and passed on as soon as the child exists, never lost.
     signals: list[int] = []
+    children: list[subprocess.Popen[bytes]] = []
 
     def forward(signum: int, frame: FrameType | None) -> None:
         signals.append(signum)
-        if child.poll() is None:
-            child.send_signal(signum)
+        if children and children[0].poll() is None:
+            children[0].send_signal(signum)
 
     signal.signal(signal.SIGUSR1, forward)
     signal.signal(signal.SIGTERM, forward)
+    child = subprocess.Popen(command, env=env)
+    children.append(child)
+    for signum in dict.fromkeys(signals):  # arrived before the child existed
+        if child.poll() is None:
+            child.send_signal(signum)
     code = child.wait()
     asked = signal.SIGUSR1 in signals
     if requeue and (asked or code == REQUEUE_EXIT):
@@ -100,17 +116,38 @@ def main(argv: list[str]) -> int:
                 f"checkpointed (exit {code}); requeueing job {slurm_job} "
                 f"(restart {restarts + 1} of {limit})"
             )
-            done = subprocess.run(
-                ["scontrol", "requeue", slurm_job], capture_output=True, text=True, check=False
-            )
-            if done.returncode == 0:
-                time.sleep(60)  # Slurm ends this allocation now
+            try:
+                done = _slurm.call("scontrol", ["requeue", slurm_job], check=False)
+                failure = "" if done.returncode == 0 else (done.stderr or done.stdout).strip()
+            except JobsError as exc:
+                failure = str(exc)
+            if not failure:
+                _wait_for_requeue(slurm_job)
                 return 0
-            _log(f"scontrol requeue failed: {done.stderr.strip()}")
+            _log(f"scontrol requeue failed: {failure}")
         else:
             _log(f"the task restarted {restarts} times (max_restarts {limit}); not requeueing")
     update_json(state_path, state="DONE", finished=time.time(), exit_code=code)
     return code if code >= 0 else 128 - code
+
+
+def _wait_for_requeue(job: str, timeout: float = REQUEUE_WAIT_SECONDS) -> None:
+    """Wait until Slurm has taken the job back (it is no longer RUNNING).
+
+    ``scontrol requeue`` answers at once, and Slurm then ends this allocation (it signals
+    this script). Leaving before that, while the job still reads RUNNING, would let the
+    batch script's exit race the requeue and the job could be recorded as COMPLETED.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            done = _slurm.call("squeue", ["-h", "-j", job, "-o", "%T"], check=False, timeout=10)
+        except JobsError:
+            return
+        states = set(done.stdout.split())
+        if done.returncode != 0 or "RUNNING" not in states:
+            return
+        time.sleep(0.5)
 
 
 if __name__ == "__main__":
