@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -201,6 +202,61 @@ def test_requests_that_can_never_be_met_fail_at_once_with_what_exists() -> None:
     pool.release(held)
 
 
+def test_a_mixed_request_that_can_never_be_met_fails_at_once() -> None:
+    """Devices one part of a request takes are not there for another part: a request
+    that even an empty pool could not grant fails at once, also with timeout=None."""
+    pool = ResourcePool(cpus=1, gpus=1)
+    impossible = [
+        {"torch": {"gpu/0": 0.5}, "tf": {"num_gpus": 1}},
+        {"tf": {"num_gpus": 1}, "torch": {"gpu/0": 0.5}},
+        {"torch": {"num_gpus": 1}, "tf": {"num_gpus": 1}},
+        {"torch": {"gpu/0": 0.25, "num_gpus": 1}},
+        {"torch": {"num_cpus": 1}, "default": {"cpu/0": 0.5}},
+    ]
+    for request in impossible:
+        outcome = _request_in_thread(pool, request)
+        assert isinstance(outcome, ContextResourceError), request
+        assert "can never be granted" in str(outcome) or "more of" in str(outcome)
+    assert "other parts of this request already take gpu/0" in str(
+        _error(pool, {"torch": {"gpu/0": 0.5}, "tf": {"num_gpus": 1}})
+    )
+    assert pool.allocations == []
+    # counts are planned after named shares: torch takes the GPU tf does not name
+    two = ResourcePool(cpus=1, gpus=2)
+    granted = two.request({"torch": {"num_gpus": 1}, "tf": {"gpu/0": 0.5}})
+    assert granted.resources == {"torch": {"gpu/1": 1.0}, "tensorflow": {"gpu/0": 0.5}}
+    # possible later: it waits (here until its timeout), then says what is free
+    with pytest.raises(ContextResourceError, match="0 of the pool's 2 gpus are wholly free"):
+        two.request({"torch": {"num_gpus": 1}}, timeout=0.1)
+    two.release(granted)
+    assert two.request({"torch": {"num_gpus": 2}}).gpus == {0: 1.0, 1: 1.0}
+
+
+def _request_in_thread(
+    pool: ResourcePool, request: dict[str, dict[str, float]]
+) -> BaseException | Allocation:
+    """What ``pool.request(request, timeout=None)`` gives, failing if it waits 5 s."""
+    outcome: list[BaseException | Allocation] = []
+
+    def ask() -> None:
+        try:
+            outcome.append(pool.request(request, timeout=None))
+        except ContextResourceError as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=ask, daemon=True)
+    thread.start()
+    thread.join(5)
+    assert not thread.is_alive(), f"{request} waits for ever"
+    return outcome[0]
+
+
+def _error(pool: ResourcePool, request: dict[str, dict[str, float]]) -> ContextResourceError:
+    with pytest.raises(ContextResourceError) as info:
+        pool.request(request, timeout=None)
+    return info.value
+
+
 def test_malformed_requests_say_what_to_write() -> None:
     pool = ResourcePool(cpus=1, gpus=1)
     with pytest.raises(ContextError, match=r"Unknown framework 'pytroch'.*Did you mean 'pytorch'"):
@@ -300,6 +356,50 @@ def test_unsafe_values_are_refused_unless_trusted() -> None:
     out = echo(Opaque(2), call_trust=True)
     assert isinstance(out["args"][0], Opaque)
     assert out["args"][0].value == 2
+
+
+def test_reserved_call_names_are_refused_at_decoration() -> None:
+    def train(data: int, call_timeout: float = 1.0) -> None:
+        pass
+
+    with pytest.raises(ContextError, match=r"train has the parameter\(s\) call_timeout.*Rename"):
+        compute_context({"default": {}})(train)
+    with pytest.raises(ContextError, match="call_pool"):
+        compute_context(lambda call_pool: None)
+
+    def flexible(**kwargs: Any) -> None:  # accepted: it just never receives call_*
+        pass
+
+    assert callable(compute_context(flexible))
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+    reason="needs a process that may run on 2 CPUs or more",
+)
+def test_cpu_indices_are_positions_in_the_affinity() -> None:
+    """Pool cpu/i is the i-th CPU this process may run on, as gpu/i is the i-th visible GPU."""
+    from forgeml.context._context import _cpu_ids
+
+    before = os.sched_getaffinity(0)
+    last = max(before)
+    os.sched_setaffinity(0, {last})
+    try:
+        assert ResourcePool().capacity.keys() == {"cpu/0"}  # one CPU, whatever its OS id
+        assert _cpu_ids(Allocation({"torch": {"cpu/0": 1.0}})) == [last]
+        info = describe_context(
+            call_pool=ResourcePool(cpus=1, gpus=0),
+            call_context_reqs={"torch": {"num_cpus": 1}, "tf": {}},
+        )
+        assert info["affinity"] == [last]
+        with pytest.warns(RuntimeWarning, match=r"granted cpu/1, cpu/2.*pinned to OS CPUs"):
+            assert _cpu_ids(
+                Allocation({"torch": {"num_cpus": 3, "cpu/0": 1, "cpu/1": 1, "cpu/2": 1}})
+            ) == [last]
+        with pytest.warns(RuntimeWarning, match=r"granted cpu/5.*its CPUs are not pinned"):
+            assert _cpu_ids(Allocation({"default": {"cpu/5": 1.0}})) == []
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 def test_functions_must_be_importable() -> None:

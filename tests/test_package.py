@@ -8,7 +8,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,12 +18,15 @@ import pytest
 from click.testing import CliRunner
 
 from forgeml import PackageError
+from forgeml._core._net import free_port
 from forgeml.cli import cli
 from forgeml.eval import build_zoo, load_bundled, load_manifest, resolve_weights
 from forgeml.package import (
     GPU_BASE,
+    GPU_PYTHON,
     TORCH_CPU_INDEX,
     build_forgeml_wheel,
+    check_backend_url,
     package,
     project_files,
     requirements,
@@ -38,6 +40,8 @@ pytest.importorskip("jinja2")
 ZOO_MODELS = ["digits_cnn", "digits_logreg"]
 #: Distributions that must never reach an image that does not need them.
 HEAVY = ("torch", "tensorflow", "tensorflow-cpu", "tensorflow_cpu", "keras", "jax")
+#: The Python-mismatch warning (test_the_image_python_defaults_to_this_one... checks it).
+MISMATCH_OK = pytest.mark.filterwarnings("ignore:The base image .* has Python:UserWarning")
 
 
 def hadolint() -> str:
@@ -100,7 +104,7 @@ def test_a_scikit_learn_model_never_pulls_torch(home: Path, tmp_path: Path, whee
     written = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
     assert written == expected
     names = requirement_names(out)
-    assert names["requirements.txt"][0] == "forgeml"
+    assert "forgeml" not in names["requirements.txt"]  # installed from its wheel, by path
     assert "fastapi" in names["requirements.txt"]
     assert "uvicorn" in names["requirements.txt"]
     assert {"scikit-learn", "skops"} <= set(names["requirements-sklearn.txt"])
@@ -129,6 +133,19 @@ def test_a_scikit_learn_model_never_pulls_torch(home: Path, tmp_path: Path, whee
         dockerfile
     )
     assert TORCH_CPU_INDEX not in dockerfile
+    # forgeml comes from the wheel by path, never by name from an index (no --find-links)
+    assert f'"wheels/{wheel.name}[serve]"' in dockerfile
+    assert "--find-links" not in dockerfile
+    definition = (out / "digits_logreg.def").read_text()
+    assert f'"wheels/{wheel.name}[serve]"' in definition
+    assert "--find-links" not in definition
+    assert f'"wheels/{wheel.name}[serve]"' in (out / "requirements.txt").read_text()
+    # the folder (made by mkdtemp, 0700) gets the mode the umask gives a new folder
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~umask
+    assert (out / "model").stat().st_mode & 0o777 == 0o777 & ~umask
+    assert record["warnings"] == []  # this Python is the image's
     lint(out / "Dockerfile")
 
 
@@ -170,6 +187,7 @@ def test_the_onnx_format_exports_a_pytorch_model(home: Path, tmp_path: Path, whe
     assert (logits.argmax(1) == test.y[:200]).mean() > 0.9
 
 
+@MISMATCH_OK
 @pytest.mark.parametrize(
     "variant",
     ["embed-torch", "embed-sklearn", "external", "gpu-torch", "gpu-onnx", "onnx", "project"],
@@ -208,6 +226,7 @@ def test_hadolint_passes_every_dockerfile(
         assert "/healthz" in text
 
 
+@MISMATCH_OK
 def test_torch_comes_from_the_cpu_index_unless_gpu(home: Path, tmp_path: Path, wheel: Path) -> None:
     cpu = package("digits_cnn", tmp_path / "cpu", framework="pytorch", forgeml_wheel=wheel)
     dockerfile = (cpu.path / "Dockerfile").read_text()
@@ -242,9 +261,73 @@ def test_an_external_package_holds_no_model_and_no_framework(
     assert set(requirement_names(result.path)) == {"requirements.txt"}
     dockerfile = (result.path / "Dockerfile").read_text()
     assert "FORGEML_SERVE_EXTERNAL=true" in dockerfile
-    assert "FORGEML_SERVE_BACKEND_URL=http://gpu-box:8000" in dockerfile
+    assert 'FORGEML_SERVE_BACKEND_URL="http://gpu-box:8000"' in dockerfile
     definition = (result.path / "digits_cnn.def").read_text()
     assert "FORGEML_SERVE_EXTERNAL=true" in definition
+    assert '"${FORGEML_SERVE_BACKEND_URL:-http://gpu-box:8000}"' in definition
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("gpu-box:8000", "scheme is 'gpu-box'"),
+        ("ftp://gpu-box", "scheme is 'ftp'"),
+        ("http://", "names no host"),
+        ("http:///models", "names no host"),
+        ("http://gpu-box:80x0", "does not parse"),
+        ("http://gpu box:8000", "holds ' '"),
+        ("http://gpu-box:8000\nRUN rm -rf /", "holds '\\n'"),
+        ('http://gpu-box:8000" \\', "holds ' ', '\"', '\\\\'"),
+        ("http://$(whoami):8000", "holds '$'"),
+        ("http://gpu-box/`id`", "holds '`'"),
+        ("http://gpu-box/'x'", 'holds "\'"'),
+    ],
+)
+def test_a_backend_url_is_checked_before_it_reaches_a_shell_line(
+    url: str, why: str, home: Path, tmp_path: Path, wheel: Path
+) -> None:
+    out = tmp_path / "ctx"
+    with pytest.raises(PackageError, match=r"--backend-url must be an http:// or https:// URL"):
+        package("digits_logreg", out, external=True, backend_url=url, forgeml_wheel=wheel)
+    with pytest.raises(PackageError) as info:
+        check_backend_url(url)
+    assert why in str(info.value)
+    assert repr(url) in str(info.value)
+    assert not out.exists()
+    for good in ("http://gpu-box:8000", "https://10.0.0.7/v2/x?a=1", "http://[::1]:8000"):
+        assert check_backend_url(good) == good
+
+
+def test_the_image_python_defaults_to_this_one_and_a_mismatch_warns(
+    home: Path, tmp_path: Path, wheel: Path
+) -> None:
+    here = f"{sys.version_info.major}.{sys.version_info.minor}"
+    result = package("digits_logreg", tmp_path / "cpu", forgeml_wheel=wheel)
+    assert result.base == f"python:{here}-slim-bookworm"
+    assert result.warnings == []
+    other = "3.12" if here != "3.12" else "3.11"
+    with pytest.warns(UserWarning, match=rf"has Python {other}, but the requirements are pinned"):
+        older = package("digits_logreg", tmp_path / "py", python=other, forgeml_wheel=wheel)
+    assert older.base == f"python:{other}-slim-bookworm"
+    assert "Leave --python out" in older.warnings[0]
+    assert json.loads((older.path / "package.json").read_text())["warnings"] == older.warnings
+    if here != GPU_PYTHON:
+        with pytest.warns(UserWarning, match=rf"Python {GPU_PYTHON}, but .* Python {here}"):
+            gpu = package("digits_logreg", tmp_path / "gpu", gpu=True, forgeml_wheel=wheel)
+        assert "Run forgeml package under Python 3.12" in gpu.warnings[0]
+        assert "Warning: The base image 'nvidia/cuda" in gpu.summary()
+        with pytest.warns(UserWarning, match="has Python 3.12"):
+            project_files(name="p", frameworks=["sklearn"], command=["python"], gpu=True)
+    # an image whose Python cannot be told from its name: no warning
+    custom = package("digits_logreg", tmp_path / "c", base="acme/ml:1", forgeml_wheel=wheel)
+    assert custom.warnings == []
+    runner = CliRunner()
+    args = ["package", "digits_logreg", "-o", str(tmp_path / "cli"), "--python", other]
+    done = runner.invoke(cli, [*args, "--forgeml-wheel", str(wheel)], prog_name="forgeml")
+    assert done.exit_code == 0, done.output
+    assert f"Warning: The base image 'python:{other}-slim-bookworm' has Python {other}" in (
+        done.output
+    )
 
 
 def test_mlproject_and_apptainer_definition(home: Path, tmp_path: Path, wheel: Path) -> None:
@@ -265,6 +348,7 @@ def test_mlproject_and_apptainer_definition(home: Path, tmp_path: Path, wheel: P
     assert "exec forgeml serve /app/model/digits_logreg.yml" in definition
 
 
+@MISMATCH_OK
 def test_project_files_for_forgeml_new() -> None:
     files = project_files(
         name="mnist-demo", frameworks=["torch", "sklearn"], command=["python", "-m", "demo.train"]
@@ -304,6 +388,51 @@ def test_a_folder_that_is_not_empty_needs_force(home: Path, tmp_path: Path, whee
     assert (out / "notes.txt").read_text() == "mine"
     assert (out / "Dockerfile").is_file()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".ctx.")]  # no staging left
+
+
+def files_in(folder: Path) -> set[str]:
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_force_replaces_the_previous_context_whole(home: Path, tmp_path: Path, wheel: Path) -> None:
+    """Repackaging a PyTorch model as ONNX leaves none of the PyTorch context behind (its
+    weights in model/ would go into the image); the user's own files stay."""
+    out = tmp_path / "ctx"
+    first = package("digits_cnn", out, framework="pytorch", forgeml_wheel=wheel)
+    torch_weights = {f for f in first.files if f.startswith("model/") and not f.endswith(".yml")}
+    assert torch_weights
+    assert "requirements-pytorch.txt" in first.files
+    (out / "notes.txt").write_text("mine")
+    (out / "ci").mkdir()
+    (out / "ci" / "build.sh").write_text("docker build .")
+    (out / "model" / "stray.bin").write_bytes(b"old")  # model/ is forgeml's: it goes
+    (out / "wheels" / "other-1.0-py3-none-any.whl").write_bytes(b"")  # so does wheels/
+    second = package("digits_cnn", out, format="onnx", forgeml_wheel=wheel, force=True)
+    assert second.framework == "onnxruntime"
+    assert files_in(out) == set(second.files) | {"notes.txt", "ci/build.sh"}
+    assert not torch_weights & files_in(out)
+    assert not (out / "requirements-pytorch.txt").exists()
+    assert (out / "notes.txt").read_text() == "mine"
+    assert (out / "ci" / "build.sh").read_text() == "docker build ."
+    assert sorted(p.name for p in (out / "model").iterdir()) == [
+        "digits_cnn.onnx",
+        "digits_cnn.yml",
+    ]
+    record = json.loads((out / "package.json").read_text())
+    assert {*record["files"], "package.json"} == set(second.files)  # not the user's files
+    assert [p.name for p in tmp_path.iterdir()] == ["ctx"]  # no staging or old copy left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~umask
+    # a folder without package.json: forgeml cannot tell its files, so it keeps them,
+    # except model/ and wheels/, which go into the image
+    bare = tmp_path / "bare"
+    (bare / "model").mkdir(parents=True)
+    (bare / "model" / "old.pt").write_bytes(b"old weights")
+    (bare / "requirements-custom.txt").write_text("numpy\n")
+    package("digits_logreg", bare, forgeml_wheel=wheel, force=True)
+    assert not (bare / "model" / "old.pt").exists()
+    assert (bare / "requirements-custom.txt").read_text() == "numpy\n"
 
 
 def test_errors_say_what_to_do(home: Path, tmp_path: Path, wheel: Path) -> None:
@@ -356,19 +485,13 @@ def test_the_command(home: Path, tmp_path: Path, wheel: Path) -> None:
 # ----------------------------------------------------------------------------- a clean venv
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(480)  # pip installs forgeml[serve] + onnxruntime from the index: 1-2 min
 def test_the_package_installs_and_serves_in_a_clean_venv(
     home: Path, tmp_path: Path, wheel: Path
 ) -> None:
-    """As the Dockerfile's builder does: a fresh venv, pip install -r the requirement files
-    with forgeml from wheels/; then forgeml serve on the packaged model answers."""
+    """As the Dockerfile's builder does: a fresh venv, pip install forgeml's wheel by path
+    and -r the requirement files; then forgeml serve on the packaged model answers."""
     import httpx
     import onnxruntime
 
@@ -380,7 +503,9 @@ def test_the_package_installs_and_serves_in_a_clean_venv(
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = venv / "bin" / "python"
     files = [arg for f in sorted(ctx.glob("requirements*.txt")) for arg in ("-r", f.name)]
-    pip = [str(python), "-m", "pip", "install", "--quiet", "--find-links", "wheels", *files]
+    forgeml = f"wheels/{wheel.name}[serve]"  # as the Dockerfile: by path, no --find-links
+    assert f'"{forgeml}"' in (ctx / "Dockerfile").read_text()
+    pip = [str(python), "-m", "pip", "install", "--quiet", forgeml, *files]
     done = subprocess.run(pip, cwd=ctx, capture_output=True, text=True, check=False, timeout=420)
     assert done.returncode == 0, done.stderr[-3000:]
     check = subprocess.run([str(python), "-m", "pip", "check"], capture_output=True, text=True)

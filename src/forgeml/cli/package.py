@@ -65,15 +65,16 @@ def _option(name: str, *more: str, **kwargs: Any) -> Callable[[F], F]:
     "base",
     metavar="IMAGE",
     default=None,
-    help="The base image of both stages. Default: python:3.11-slim-bookworm (--gpu: "
-    "nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04).",
+    help="The base image of both stages. Default: python:X.Y-slim-bookworm for --python X.Y "
+    "(--gpu: nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04, whose Python is 3.12).",
 )
 @_option(
     "python",
     metavar="X.Y",
-    default="3.11",
-    show_default=True,
-    help="The Python version of the default CPU base image.",
+    default=None,
+    help="The Python version of the default CPU base image. Default: this Python's X.Y, "
+    "the one the pins come from; an image of another Python gets a warning (its build "
+    "may not find the pinned wheels).",
 )
 @_option("port", metavar="N", type=int, default=8000, show_default=True, help="The server's port.")
 @_option(
@@ -91,7 +92,12 @@ def _option(name: str, *more: str, **kwargs: Any) -> Callable[[F], F]:
     type=click.Path(file_okay=False, exists=True),
     help="Build the forgeml wheel from this source tree (default: the running forgeml's).",
 )
-@_option("force", is_flag=True, help="Write into a folder that is not empty.")
+@_option(
+    "force",
+    is_flag=True,
+    help="Replace the context in a folder that is not empty: the files its package.json "
+    "lists and all of model/ and wheels/ go; other files there are kept.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
 def package(
     model: str,
@@ -102,7 +108,7 @@ def package(
     framework: str | None,
     gpu: bool,
     base: str | None,
-    python: str,
+    python: str | None,
     port: int,
     forgeml_wheel: str | None,
     forgeml_source: str | None,
@@ -116,17 +122,18 @@ def package(
       Dockerfile                    builder stage installs the pinned wheels into /opt/venv;
                                     slim runtime stage, user forgeml (uid 10001), HEALTHCHECK
                                     on /healthz, CMD forgeml serve /app/model/<name>.yml
-      requirements.txt              forgeml[serve] and all it needs, exact versions
+      requirements.txt              all that forgeml[serve] needs, exact versions
       requirements-<framework>.txt  the model's framework only, exact versions
       wheels/forgeml-*.whl          forgeml itself: no source needed to build
       model/                        the manifest and its weights (sha256-pinned)
       MLproject, <name>.def         an MLflow project and an Apptainer definition
       package.json                  what was written, with sha256 of every file
 
-    Versions are those of this environment; torch comes from PyTorch's CPU index
-    unless --gpu. The image holds only the model's framework: a scikit-learn model
-    never pulls torch, and --format onnx serves a PyTorch or Keras model with
-    onnxruntime alone.
+    Versions are those of this environment (so the image's Python should be this
+    one: a warning says when it is not); forgeml is installed from its wheel by path,
+    never by name from an index; torch comes from PyTorch's CPU index unless --gpu.
+    The image holds only the model's framework: a scikit-learn model never pulls
+    torch, and --format onnx serves a PyTorch or Keras model with onnxruntime alone.
 
     \b
     Examples:
@@ -136,21 +143,28 @@ def package(
       forgeml package digits_cnn --external --backend-url http://gpu-box:8000 -o build/proxy
       docker build -t digits build/logreg && docker run -p 8000:8000 digits
     """
+    import warnings
+
     from forgeml.package import package as write_package
 
-    result = write_package(
-        model,
-        output,
-        framework=framework,
-        format=format,
-        external=not embed,
-        backend_url=backend_url,
-        gpu=gpu,
-        base=base,
-        python=python,
-        port=port,
-        forgeml_wheel=forgeml_wheel,
-        forgeml_source=forgeml_source,
-        force=force,
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the result holds them: printed below
+        result = write_package(
+            model,
+            output,
+            framework=framework,
+            format=format,
+            external=not embed,
+            backend_url=backend_url,
+            gpu=gpu,
+            base=base,
+            python=python,
+            port=port,
+            forgeml_wheel=forgeml_wheel,
+            forgeml_source=forgeml_source,
+            force=force,
+        )
     click.echo(result.to_json() if as_json else result.summary())
+    if as_json:
+        for warning in result.warnings:
+            click.echo(f"Warning: {warning}", err=True)

@@ -113,16 +113,22 @@ def gpu_memory_mb(gpu_ids: list[str]) -> dict[int, int]:
     return sizes
 
 
-def apply_limits(allocation: Allocation, gpu_ids: list[str]) -> None:
+def apply_limits(
+    allocation: Allocation, gpu_ids: list[str], cpu_ids: list[int] | None = None
+) -> None:
     """Pin this process to its CPUs and its GPUs, and limit each framework to its share.
 
     ``gpu_ids`` are the CUDA ids of the granted GPUs, in pool order: the GPUs the
-    frameworks number 0, 1, ... in this process.
+    frameworks number 0, 1, ... in this process. ``cpu_ids`` are the OS ids of the
+    granted CPUs (the parent maps pool index i to the i-th CPU of its affinity;
+    None: mapped here the same way, from this process's affinity).
     """
     os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(gpu_ids)
-    cpus = set(allocation.cpus)
-    if cpus and hasattr(os, "sched_setaffinity"):
-        usable = cpus & os.sched_getaffinity(0)
+    if cpu_ids is None:
+        affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+        cpu_ids = [affinity[i] for i in sorted(allocation.cpus) if i < len(affinity)]
+    if cpu_ids and hasattr(os, "sched_setaffinity"):
+        usable = set(cpu_ids) & os.sched_getaffinity(0)
         if usable:
             os.sched_setaffinity(0, usable)
     if not gpu_ids:
@@ -174,7 +180,12 @@ def child_main(workdir: str) -> None:
     sys.path[:] = [str(p) for p in call["sys_path"]]
     try:
         allocation = Allocation.from_dict(call["allocation"])
-        apply_limits(allocation, list(call["gpu_ids"]))
+        cpu_ids = call.get("cpu_ids")
+        apply_limits(
+            allocation,
+            list(call["gpu_ids"]),
+            None if cpu_ids is None else [int(c) for c in cpu_ids],
+        )
         _context.set_active(allocation)
         trust = bool(call["trust"])
         inbound = Transport(root / "in", trust=trust)

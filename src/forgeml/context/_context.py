@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar, overload
@@ -20,7 +22,7 @@ from forgeml._core._errors import ContextChildError, ContextError, ForgeMLError
 from forgeml._core._files import atomic_write_text
 from forgeml._core._lazy import is_installed
 from forgeml.context._child import CALL, RESULT, WRAPPED
-from forgeml.context._pool import ResourcePool, default_pool
+from forgeml.context._pool import ResourcePool, default_pool, machine_cpus
 from forgeml.context._requests import DEFAULT, Allocation, normalize
 from forgeml.context._transport import Transport
 
@@ -29,6 +31,14 @@ R = TypeVar("R")
 Requirements = Mapping[str, Mapping[str, Any] | None]
 
 _active: Allocation | None = None
+#: The keyword arguments a compute_context wrapper takes for itself (never passed on).
+RESERVED = (
+    "call_context_reqs",
+    "call_pool",
+    "call_trust",
+    "call_use_existing_context",
+    "call_timeout",
+)
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
@@ -100,6 +110,29 @@ def _gpu_ids(allocation: Allocation) -> list[str]:
     return [parent[i] if i < len(parent) else str(i) for i in sorted(allocation.gpus)]
 
 
+def _cpu_ids(allocation: Allocation) -> list[int]:
+    """The OS ids of the granted CPUs: pool index i is the i-th CPU of this process's
+    affinity (sorted). Indices beyond it are left out with a warning; when none is left,
+    the child is not pinned."""
+    if not allocation.cpus:
+        return []
+    usable = machine_cpus()
+    wanted = sorted(allocation.cpus)
+    ids = [usable[i] for i in wanted if i < len(usable)]
+    beyond = [f"cpu/{i}" for i in wanted if i >= len(usable)]
+    if beyond:
+        what = "its CPUs are not pinned" if not ids else f"it is pinned to OS CPUs {ids} only"
+        warnings.warn(
+            f"The compute context was granted {', '.join(beyond)}, but this process may run "
+            f"on {len(usable)} CPU(s) only (OS ids {usable}; pool index i is the i-th of "
+            f"them), so {what}. Declare the pool with at most {len(usable)} CPUs "
+            f"(ResourcePool(cpus={len(usable)})).",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+    return ids
+
+
 def _child_environment(allocation: Allocation, gpu_ids: list[str]) -> dict[str, str]:
     env = {"CUDA_VISIBLE_DEVICES": ",".join(gpu_ids)}
     if "CUDA_DEVICE_ORDER" not in os.environ:
@@ -166,6 +199,7 @@ def _run_in_child(
             gpu_ids = _gpu_ids(allocation)
             call["allocation"] = allocation.to_dict()
             call["gpu_ids"] = gpu_ids
+            call["cpu_ids"] = _cpu_ids(allocation)
             atomic_write_text(workdir / CALL, json.dumps(call))
             process = subprocess.Popen(
                 [sys.executable, "-m", "forgeml.context._main", str(workdir)],
@@ -196,6 +230,23 @@ def _run_in_child(
         return Transport(workdir / "out", trust=trust).load(record["value"])
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _check_reserved(fn: Callable[..., Any]) -> None:
+    """A :class:`ContextError` when ``fn`` has a parameter the wrapper keeps for itself."""
+    try:
+        parameters = inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # no signature to read (some builtins)
+        return
+    clash = [name for name in parameters if name in RESERVED]
+    if clash:
+        name = getattr(fn, "__qualname__", repr(fn))
+        raise ContextError(
+            f"{name} has the parameter(s) {', '.join(clash)}, but compute_context reserves "
+            f"{', '.join(RESERVED)} for its wrapper (they set the context of one call and are "
+            f"never passed to the function). Rename the parameter(s), e.g. "
+            f"{clash[0].removeprefix('call_')}."
+        )
 
 
 @overload
@@ -231,7 +282,10 @@ def compute_context(
     there, and releases the grant when the process has ended. The wrapper takes
     the same arguments plus ``call_context_reqs=``, ``call_pool=``, ``call_trust=``,
     ``call_use_existing_context=`` and ``call_timeout=``, which override the
-    ``ctx_`` settings for one call.
+    ``ctx_`` settings for one call. These five names are reserved: the wrapper keeps
+    them and never passes them to the function, so decorating a function that has a
+    parameter of one of these names raises :class:`ContextError` (rename it); a
+    function taking ``**kwargs`` never receives them either.
 
     Arguments and the return value cross as forgeml archives (Objects), ``.npy``
     files (large arrays) or tagged JSON (plain data); anything else is refused
@@ -253,6 +307,7 @@ def compute_context(
     def decorate(fn: Callable[P, R]) -> Callable[..., R]:
         if getattr(fn, WRAPPED, None) is not None:
             fn = getattr(fn, WRAPPED)
+        _check_reserved(fn)
 
         @functools.wraps(fn)
         def wrapper(

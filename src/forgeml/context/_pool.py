@@ -22,7 +22,9 @@ from forgeml.context._requests import (
 _EPSILON = 10**-DECIMALS
 
 
-def _machine_cpus() -> list[int]:
+def machine_cpus() -> list[int]:
+    """The OS ids of the CPUs this process may run on (its affinity), sorted: pool CPU
+    index i is the i-th of them, as pool GPU index i is the i-th visible GPU."""
     if hasattr(os, "sched_getaffinity"):
         return sorted(os.sched_getaffinity(0))
     return list(range(os.cpu_count() or 1))
@@ -63,9 +65,12 @@ class ResourcePool:
     1.0
 
     ``cpus`` and ``gpus`` take a count, a list of indices or ``{index: capacity}``;
-    by default the CPUs this process may run on (its affinity) and the NVIDIA GPUs
-    it can see. Declaring resources is bookkeeping only: a compute context still
-    runs on the machine it is on. The pool is thread-safe.
+    by default as many CPUs as this process may run on (its affinity) and the NVIDIA
+    GPUs it can see. Indices are positions, not OS ids: ``cpu/i`` is the i-th CPU of
+    this process's affinity (sorted), ``gpu/i`` the i-th GPU it sees (its
+    ``CUDA_VISIBLE_DEVICES``), so ``ResourcePool(cpus=4)`` on a process pinned to CPUs
+    8-11 means those four. Declaring resources is bookkeeping only: a compute context
+    still runs on the machine it is on. The pool is thread-safe.
     """
 
     def __init__(
@@ -77,7 +82,7 @@ class ResourcePool:
 
         self._capacity: dict[str, float] = {}
         for kind, spec in (
-            ("cpu", _machine_cpus() if cpus is None else cpus),
+            ("cpu", len(machine_cpus()) if cpus is None else cpus),
             ("gpu", nvidia_gpu_count() if gpus is None else gpus),
         ):
             for index, capacity in _devices(kind, spec).items():
@@ -110,18 +115,22 @@ class ResourcePool:
         """Grant ``reqs`` (``{framework: {resource: amount}}``) and return the allocation.
 
         Raises :class:`ContextResourceError` when the pool cannot grant it: at once
-        when it never could (more than the pool has), else after waiting up to
+        when it never could (more than the pool has, even with nothing else granted:
+        all parts of the request count together), else after waiting up to
         ``timeout`` seconds for other allocations to be released (``None``: wait forever).
         """
         wanted = normalize(reqs)
         deadline = None if timeout is None else time.monotonic() + max(timeout, 0)
         with self._changed:
+            _, never = self._plan(wanted, self._capacity, never=True)
+            if never:  # not even an empty pool could grant it: waiting would be forever
+                raise ContextResourceError(never)
             while True:
-                plan, problem, possible = self._plan(wanted)
+                plan, problem = self._plan(wanted, self._free, never=False)
                 if plan is not None:
                     break
                 remaining = None if deadline is None else deadline - time.monotonic()
-                if not possible or (remaining is not None and remaining <= 0):
+                if remaining is not None and remaining <= 0:
                     raise ContextResourceError(problem)
                 self._changed.wait(remaining)
             for resources in plan.values():
@@ -148,43 +157,52 @@ class ResourcePool:
 
     # -- planning -----------------------------------------------------------------------------
 
-    def _plan(self, wanted: Request) -> tuple[dict[str, dict[str, float]] | None, str, bool]:
-        """(the grant, or None with why not and whether it could ever be granted)."""
-        free = dict(self._free)
-        plan: dict[str, dict[str, float]] = {}
+    def _plan(
+        self, wanted: Request, available: Mapping[str, float], *, never: bool
+    ) -> tuple[dict[str, dict[str, float]] | None, str]:
+        """(the grant of ``wanted`` from ``available``, or None and why not).
+
+        Shares of named devices are planned first, for every framework of the request,
+        then the counts (``num_gpus``), which take whole devices that no part of the
+        request names and that are wholly available. Planned against the full capacity
+        (``never``), a failure means the pool can never grant the request.
+        """
+        free = dict(available)
+        plan: dict[str, dict[str, float]] = {name: {} for name in wanted}
         for name, resources in wanted.items():
-            granted = plan.setdefault(name, {})
             for key, share in resources.items():
                 if key in COUNT_KEYS:
                     continue
                 if key not in self._capacity:
-                    return None, self._no_such(name, key), False
-                total = granted.get(key, 0.0) + share
+                    return None, self._no_such(name, key)
                 if sum(p.get(key, 0.0) for p in plan.values()) + share > self._capacity[key] + (
                     _EPSILON
                 ):
-                    return None, self._too_much(name, key, share, in_all=True), False
+                    return None, self._too_much(name, key, share, in_all=True)
                 if free[key] + _EPSILON < share:
-                    return None, self._too_much(name, key, share, in_all=False), True
+                    return None, self._too_much(name, key, share, in_all=False)
                 free[key] = round(free[key] - share, DECIMALS)
-                granted[key] = round(total, DECIMALS)
+                plan[name][key] = round(share, DECIMALS)
+        for name, resources in wanted.items():
             for count_key, kind in COUNT_KEYS.items():
                 count = int(resources.get(count_key, 0))
                 if not count:
                     continue
                 devices = [k for k in self._capacity if k.startswith(f"{kind}/")]
+                claimed = {k for p in plan.values() for k in p if k.startswith(f"{kind}/")}
                 whole = [
                     k
                     for k in devices
-                    if k not in granted and free[k] + _EPSILON >= self._capacity[k]
+                    if k not in claimed and free[k] + _EPSILON >= self._capacity[k]
                 ]
                 if len(whole) < count:
-                    possible = len(devices) >= count
-                    return None, self._too_few(name, count_key, count, whole, devices), possible
+                    if never:
+                        return None, self._never_enough(name, count_key, count, devices, claimed)
+                    return None, self._too_few(name, count_key, count, whole, devices)
                 for key in whole[:count]:
-                    granted[key] = self._capacity[key]
+                    plan[name][key] = self._capacity[key]
                     free[key] = 0.0
-        return plan, "", True
+        return plan, ""
 
     def _summary(self) -> str:
         return ", ".join(f"{k}: {v:g} of {self._capacity[k]:g}" for k, v in self._free.items())
@@ -215,6 +233,22 @@ class ResourcePool:
             f"free ({len(self._granted)} allocation(s) hold the rest). Free now: "
             f"{self._summary()}. Release an allocation, ask for less, or wait for one "
             f"(timeout=)."
+        )
+
+    def _never_enough(
+        self, name: str, key: str, count: int, devices: list[str], claimed: set[str]
+    ) -> str:
+        kind = COUNT_KEYS[key]
+        others = (
+            f", and the other parts of this request already take {', '.join(sorted(claimed))}"
+            if claimed
+            else ""
+        )
+        return (
+            f"Cannot grant {key}={count} to {name}: the pool has {len(devices)} {kind}(s) "
+            f"({', '.join(devices) or 'none'}){others}; {key} takes whole {kind}s no other "
+            f"part of the request uses, so it can never be granted. Ask for fewer, or for "
+            f"shares of named {kind}s ('{kind}/N': share)."
         )
 
     def _too_few(

@@ -12,6 +12,12 @@ Layout of the context (``DIR``)::
     MLproject                    an MLflow project running the image
     <name>.def                   an Apptainer definition of the same image
     package.json                 what was packaged: model, framework, files and sha256
+
+``--force`` (``force=True``) on a folder that is not empty builds the new context in a
+temporary folder beside it and swaps it in. What the previous context wrote goes: the
+files its ``package.json`` lists, and all of ``model/`` and ``wheels/`` (their content
+goes into the image). Every other file there is kept (yours: notes, a CI file); a
+file of the same name as one of the new context's is replaced.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.parse
+import warnings
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,7 +41,14 @@ from forgeml._core._errors import ForgeMLError, PackageError, did_you_mean
 from forgeml._core._files import atomic_write_text, fsync_dir
 from forgeml._core._hashing import sha256_file
 from forgeml._version import __version__
-from forgeml.package._render import DEFAULT_PORT, BuildSpec, base_image, image_name, render
+from forgeml.package._render import (
+    DEFAULT_PORT,
+    BuildSpec,
+    base_image,
+    image_name,
+    python_mismatch,
+    render,
+)
 from forgeml.package._requirements import requirements
 
 if TYPE_CHECKING:
@@ -47,6 +62,10 @@ FORMATS = ("native", "onnx")
 RECORD = "package.json"
 #: Where the model lives inside the image.
 MODEL_DIR = "/app/model"
+#: Folders of a context that belong to forgeml whole (``--force`` replaces them whole).
+OWNED_DIRS = ("model", "wheels")
+#: What a ``--backend-url`` must not hold: it is written into ENV and shell lines.
+_URL_FORBIDDEN = frozenset("\"'`$\\")
 
 
 @dataclass
@@ -70,6 +89,8 @@ class PackageResult:
     #: The pinned distributions: requirement file -> lines.
     requirements: dict[str, list[str]] = field(default_factory=dict)
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    #: What may go wrong when the image is built (e.g. its Python is not the one pinned from).
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -86,6 +107,7 @@ class PackageResult:
             "image": self.image,
             "files": dict(self.files),
             "requirements": {k: list(v) for k, v in self.requirements.items()},
+            "warnings": list(self.warnings),
         }
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -108,6 +130,7 @@ class PackageResult:
             f"  docker build -t {self.image} {self.path}",
             f"  docker run --rm -p {DEFAULT_PORT}:{DEFAULT_PORT} {self.image}",
         ]
+        lines += [f"Warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
 
@@ -322,8 +345,9 @@ def _check_output(out: Path, force: bool) -> None:
         shown = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
         raise PackageError(
             f"The output folder '{out}' is not empty (it holds {shown}). Refusing to write a "
-            f"build context into it: pick a new folder, or pass --force (force=True) to write "
-            f"into it (files of the same names are replaced, others are kept)."
+            f"build context into it: pick a new folder, or pass --force (force=True) to replace "
+            f"the context there (what its package.json lists, model/ and wheels/ go; other "
+            f"files are kept)."
         )
 
 
@@ -337,7 +361,7 @@ def package(
     backend_url: str | None = None,
     gpu: bool = False,
     base: str | None = None,
-    python: str = "3.11",
+    python: str | None = None,
     port: int = DEFAULT_PORT,
     forgeml_wheel: str | os.PathLike[str] | None = None,
     forgeml_source: str | os.PathLike[str] | None = None,
@@ -357,11 +381,16 @@ def package(
         gpu: a CUDA runtime base image and the GPU builds of the frameworks.
         base: the base image of both stages (default: ``python:<python>-slim-bookworm``, or
             a CUDA runtime image with ``gpu``).
-        python: the Python version of the default CPU base image.
+        python: the Python version of the default CPU base image (default: the running
+            Python's X.Y). The pins come from this environment: when the base image's
+            Python differs (``--gpu``'s Ubuntu 24.04 has 3.12), a ``UserWarning`` says so
+            and the result's ``warnings`` holds it.
         port: the port the server listens on in the image.
         forgeml_wheel: a forgeml wheel to put in ``wheels/``; default: built from
             ``forgeml_source`` (default: the source tree of the running forgeml).
-        force: write into a folder that is not empty.
+        force: replace the context in a folder that is not empty: the files its
+            ``package.json`` lists and all of ``model/`` and ``wheels/`` go, other files
+            stay (see the module's docstring).
     """
     if format not in FORMATS:
         raise PackageError(
@@ -375,10 +404,8 @@ def package(
             "--backend-url names the server an --external package forwards to; add --external "
             "(or leave --backend-url out to embed the model)."
         )
-    if backend_url is not None and not backend_url.startswith(("http://", "https://")):
-        raise PackageError(
-            f"--backend-url must be an http:// or https:// URL. Got {backend_url!r}."
-        )
+    if backend_url is not None:
+        check_backend_url(backend_url)
     if forgeml_wheel is not None and forgeml_source is not None:
         raise PackageError("Give --forgeml-wheel or --forgeml-source, not both.")
     wheel = _check_wheel(Path(forgeml_wheel).expanduser()) if forgeml_wheel is not None else None
@@ -386,13 +413,23 @@ def package(
     _check_output(out, force)
     manifest = select_manifest(model, framework=framework, format=format)
     base_ref = base_image(gpu=gpu, base=base, python=python)
+    mismatch = python_mismatch(base_ref, chosen=base is not None)
+    if mismatch is not None:
+        warnings.warn(mismatch, UserWarning, stacklevel=2)
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    os.chmod(stage, 0o777 & ~_umask())  # mkdtemp makes it 0700; a folder is 0777 - umask
     try:
         served, exported_from = _stage_model(
             manifest, stage / "model", format=format, external=external
         )
-        reqs = requirements([] if external else [served.framework], gpu=gpu)
+        if wheel is not None:
+            (stage / "wheels").mkdir(exist_ok=True)
+            shutil.copyfile(wheel, stage / "wheels" / wheel.name)
+            wheel_file = stage / "wheels" / wheel.name
+        else:
+            wheel_file = build_forgeml_wheel(stage / "wheels", source=forgeml_source)
+        reqs = requirements([] if external else [served.framework], gpu=gpu, wheel=wheel_file.name)
         manifest_file = f"{served.name}.yml"
         spec = BuildSpec(
             name=served.name,
@@ -421,11 +458,6 @@ def package(
         )
         for name, text in render(spec).items():
             atomic_write_text(stage / name, text)
-        if wheel is not None:
-            (stage / "wheels").mkdir(exist_ok=True)
-            shutil.copyfile(wheel, stage / "wheels" / wheel.name)
-        else:
-            build_forgeml_wheel(stage / "wheels", source=forgeml_source)
         files = {
             str(p.relative_to(stage)): sha256_file(p)
             for p in sorted(stage.rglob("*"))
@@ -446,6 +478,7 @@ def package(
                 name: [line for line in text.splitlines() if line and not line.startswith("#")]
                 for name, text in reqs.files.items()
             },
+            warnings=[mismatch] if mismatch else [],
         )
         atomic_write_text(stage / RECORD, result.to_json() + "\n")
         result.files[RECORD] = sha256_file(stage / RECORD)
@@ -455,19 +488,93 @@ def package(
     return result
 
 
+def check_backend_url(url: str) -> str:
+    """``url`` when it is an ``http(s)://host[:port][/path]`` URL safe to write into the
+    Dockerfile's ENV and the Apptainer definition's shell lines; else a :class:`PackageError`."""
+    problem = None
+    bad = sorted({c for c in url if c in _URL_FORBIDDEN or c.isspace() or not c.isprintable()})
+    if bad:
+        shown = ", ".join(repr(c) for c in bad)
+        problem = f"it holds {shown}, which the Dockerfile and the Apptainer script would read"
+    else:
+        try:
+            parts = urllib.parse.urlsplit(url)
+            parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+        except ValueError as exc:
+            problem = f"it does not parse ({exc})"
+        else:
+            if parts.scheme not in ("http", "https"):
+                problem = f"its scheme is {parts.scheme or 'missing'!r}, not http or https"
+            elif not parts.hostname:
+                problem = "it names no host"
+    if problem is not None:
+        raise PackageError(
+            f"--backend-url must be an http:// or https:// URL with a host, like "
+            f"http://gpu-box:8000, and no spaces, quotes, $ or backslashes; {problem}. "
+            f"Got {url!r}."
+        )
+    return url
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _previous_files(out: Path) -> set[str] | None:
+    """The files the previous context in ``out`` wrote (its ``package.json``), or None."""
+    try:
+        record = json.loads((out / RECORD).read_text(encoding="utf-8"))
+        listed = record["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(listed, dict):
+        return None
+    return {str(name) for name in listed} | {RECORD}
+
+
+def _kept_files(out: Path) -> list[Path]:
+    """The files in ``out`` a new context keeps: not the previous context's (its record's
+    files, ``package.json``, everything under ``model/`` and ``wheels/``)."""
+    previous = _previous_files(out) or {RECORD}
+    kept = []
+    for root, dirs, names in os.walk(out):
+        here = Path(root)
+        if here == out:
+            dirs[:] = [d for d in dirs if d not in OWNED_DIRS]
+        for name in names:
+            path = here / name
+            if path.relative_to(out).as_posix() not in previous:
+                kept.append(path)
+    return sorted(kept)
+
+
 def _publish(stage: Path, out: Path) -> None:
-    """Move the staged context to ``out``: one rename when ``out`` is new or empty."""
+    """Put the staged context at ``out``: one rename when ``out`` is new or empty; else
+    (``--force``) a swap of the folders, the files :func:`_kept_files` names moved over."""
     if out.is_dir() and not any(out.iterdir()):
         out.rmdir()
     if not out.exists():
         os.replace(stage, out)
         fsync_dir(out.parent)
         return
-    for path in sorted(stage.rglob("*")):
-        if path.is_file():
-            target = out / path.relative_to(stage)
-            if target.is_dir():
-                shutil.rmtree(target)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(path, target)
-    fsync_dir(out)
+    kept = _kept_files(out)
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+    os.replace(out, old / "context")
+    try:
+        os.replace(stage, out)
+    except OSError:
+        os.replace(old / "context", out)
+        old.rmdir()
+        raise
+    for path in kept:
+        relative = path.relative_to(out)
+        source, target = old / "context" / relative, out / relative
+        if target.exists() or target.is_symlink():
+            log.warning("--force: %s is replaced by the new context's file.", relative)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source, target)
+    fsync_dir(out.parent)
+    shutil.rmtree(old, ignore_errors=True)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import sys
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,11 +22,14 @@ TEMPLATES = Path(__file__).parent / "templates"
 CPU_BASE = "python:{python}-slim-bookworm"
 #: The image a GPU build starts from (CUDA runtime + cuDNN; Python is installed with apt).
 GPU_BASE = "nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04"
+#: The Python that ``apt-get install python3`` gives on :data:`GPU_BASE` (Ubuntu 24.04).
+GPU_PYTHON = "3.12"
 #: The port the server listens on inside the image.
 DEFAULT_PORT = 8000
 #: What a model package's health check asks.
 HEALTH_PATH = "/healthz"
 _IMAGE_CHARS = re.compile(r"[^a-z0-9_.-]+")
+_PYTHON_IMAGE = re.compile(r"(?:^|/)python:(3\.\d+)(?![\d])")
 
 
 def _jinja() -> Any:
@@ -53,8 +58,61 @@ def image_name(name: str) -> str:
     return f"forgeml-{slug}:{__version__}"
 
 
-def base_image(*, gpu: bool, base: str | None, python: str) -> str:
-    """The image both stages start from: ``base``, or the CPU/GPU default."""
+def running_python() -> str:
+    """``"3.11"``: the Python version running forgeml, whose environment the pins come from."""
+    return f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def base_python(base: str) -> str | None:
+    """The Python version of the image ``base`` when it can be told from its name: the
+    ``python:X.Y...`` images and :data:`GPU_BASE`; None for any other image."""
+    if base == GPU_BASE:
+        return GPU_PYTHON
+    match = _PYTHON_IMAGE.search(base)
+    return match.group(1) if match else None
+
+
+def python_mismatch(base: str, *, chosen: bool = False) -> str | None:
+    """Why the image ``base`` may not install the pins (its Python is not the running one),
+    or None when it is the same Python or cannot be told. ``chosen``: the user named
+    ``base`` (``--base``), rather than ``--python``/``--gpu`` picking it."""
+    image, here = base_python(base), running_python()
+    if image is None or image == here:
+        return None
+    if chosen:
+        fix = (
+            f"Pass --base with a Python {here} image, or run forgeml package under Python {image}."
+        )
+    elif base == GPU_BASE:
+        fix = (
+            f"Run forgeml package under Python {image}, or pass --base with a CUDA image whose "
+            f"python3 is {here}."
+        )
+    else:
+        fix = (
+            f"Leave --python out (it defaults to this Python, {here}), pass --python {here}, "
+            f"or run forgeml package under Python {image}."
+        )
+    return (
+        f"The base image '{base}' has Python {image}, but the requirements are pinned from "
+        f"the environment of this Python {here}: a pinned version may have no wheel for "
+        f"Python {image}, and dependencies chosen by Python-version markers may differ, so "
+        f"the build can fail. {fix}"
+    )
+
+
+def warn_python_mismatch(base: str, *, chosen: bool = False) -> str | None:
+    """Warn (``UserWarning``) when :func:`python_mismatch` finds one; returns the message."""
+    message = python_mismatch(base, chosen=chosen)
+    if message is not None:
+        warnings.warn(message, UserWarning, stacklevel=3)
+    return message
+
+
+def base_image(*, gpu: bool, base: str | None, python: str | None = None) -> str:
+    """The image both stages start from: ``base``, or the CPU/GPU default (the CPU one for
+    ``python``, default: the running Python's X.Y)."""
+    python = running_python() if python is None else python
     if base is not None:
         if not base.strip() or any(c.isspace() for c in base):
             raise PackageError(
@@ -126,6 +184,7 @@ class BuildSpec:
             "manifest_file": self.manifest_file,
             "external": self.external,
             "backend_url": self.backend_url,
+            "forgeml_install": self.requirements.install,
             "requirement_files": files,
             "torch_index": TORCH_CPU_INDEX if self.requirements.needs_torch_index else None,
             "copy_project": self.copy_project,
@@ -167,7 +226,7 @@ def project_files(
     command: list[str],
     gpu: bool = False,
     base: str | None = None,
-    python: str = "3.11",
+    python: str | None = None,
     port: int | None = None,
     install_project: bool = False,
 ) -> dict[str, str]:
@@ -178,6 +237,8 @@ def project_files(
     installs forgeml (from the wheel put in ``wheels/``) and the pinned ``frameworks``
     (manifest names or aliases: ``torch``, ``sklearn``, ``onnxruntime``, ...), copies the
     project to ``/app`` and runs ``command`` there as the unprivileged user ``forgeml``.
+    ``python`` (default: the running Python's X.Y) picks the CPU base image; the pins come
+    from this environment, so a base image of another Python gets a ``UserWarning``.
     ``port`` (when the command serves) is exposed and health-checked at ``/healthz``;
     ``install_project`` also ``pip install``\\ s the project itself (it has a pyproject).
     """
@@ -187,11 +248,13 @@ def project_files(
             f"command must be a non-empty list of arguments, e.g. ['python', '-m', 'train']. "
             f"Got {command!r}."
         )
+    base_ref = base_image(gpu=gpu, base=base, python=python)
+    warn_python_mismatch(base_ref, chosen=base is not None)
     spec = BuildSpec(
         name=name,
         requirements=requirements(frameworks, gpu=gpu),
         command=[str(c) for c in command],
-        base=base_image(gpu=gpu, base=base, python=python),
+        base=base_ref,
         gpu=gpu,
         port=port,
         origin="forgeml.package.project_files",
@@ -201,16 +264,21 @@ def project_files(
         ignore=["mlruns", "outputs", "*.sif", "*.egg-info", "dist", "build"],
     )
     files = render(spec)
-    files["wheels/README.md"] = WHEELS_README
+    files["wheels/README.md"] = WHEELS_README.format(
+        version=__version__, wheel=spec.requirements.wheel
+    )
     return files
 
 
 WHEELS_README = """\
 # wheels/
 
-`docker build` installs forgeml from a wheel in this folder (forgeml is not on PyPI):
+`docker build` installs forgeml from its wheel in this folder, by path (forgeml is not
+on PyPI):
 
     pip wheel --no-deps -w wheels /path/to/forgeml
 
-or let `forgeml package` put one here. Wheels of your own private packages go here too.
+or let `forgeml package` put one here. The Dockerfile names the wheel of forgeml
+{version} (`{wheel}`). Install wheels of your own private packages
+the same way, by path (`pip install wheels/NAME-VERSION-....whl`), not with `--find-links`.
 """

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib.metadata as metadata
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from forgeml._core._errors import PackageError, did_you_mean
 from forgeml._version import __version__
@@ -81,6 +81,11 @@ def check_framework(framework: str) -> str:
             + did_you_mean(name, known)
         )
     return name
+
+
+def wheel_name(version: str = __version__) -> str:
+    """The file name of forgeml's (pure Python) wheel: ``forgeml-<version>-py3-none-any.whl``."""
+    return f"forgeml-{version.replace('-', '_')}-py3-none-any.whl"
 
 
 def _public(version: str) -> str:
@@ -154,18 +159,31 @@ class Requirements:
     #: manifest framework -> its pins that ``base`` does not already have.
     frameworks: dict[str, dict[str, Pin]]
     gpu: bool = False
+    #: The file name of forgeml's wheel in ``wheels/``.
+    wheel: str = field(default_factory=wheel_name)
+
+    @property
+    def forgeml_requirement(self) -> str:
+        """``forgeml[serve]``: what the image installs of forgeml (from its wheel)."""
+        return "forgeml[" + ",".join(SERVE_EXTRAS) + "]"
+
+    @property
+    def install(self) -> str:
+        """The pip argument that installs forgeml from the wheel by path, with its extras."""
+        return f'"wheels/{self.wheel}[{",".join(SERVE_EXTRAS)}]"'
 
     @property
     def files(self) -> dict[str, str]:
         header = (
-            "# Written by forgeml package from the environment it ran in (pip freeze of what\n"
-            "# {what} needs). Install with the forgeml wheel of the build context:\n"
-            "#   pip install --find-links wheels -r requirements.txt{more}\n"
+            "# Written by forgeml package from the environment it ran in: the exact versions\n"
+            "# of what {what} needs. forgeml itself is installed from its wheel by path, never\n"
+            "# by name from an index (forgeml is not on PyPI; a package of that name there is\n"
+            "# not this one):\n"
+            "#   pip install {install} -r requirements.txt{more}\n"
         )
         more = "".join(f" -r requirements-{f}.txt" for f in self.frameworks)
-        forgeml = Pin("forgeml", __version__, tuple(SERVE_EXTRAS)).line
-        lines = [header.format(what="forgeml[" + ",".join(SERVE_EXTRAS) + "]", more=more)]
-        lines += [forgeml, *sorted(p.line for k, p in self.base.items() if k != "forgeml")]
+        lines = [header.format(what=self.forgeml_requirement, install=self.install, more=more)]
+        lines += sorted(p.line for k, p in self.base.items() if k != "forgeml")
         files = {"requirements.txt": "\n".join(lines) + "\n"}
         for framework, pins in self.frameworks.items():
             note = f"# The {framework} runtime (on top of requirements.txt), exact versions.\n"
@@ -187,8 +205,13 @@ class Requirements:
         )
 
 
-def requirements(frameworks: Iterable[str], *, gpu: bool = False) -> Requirements:
-    """The pinned requirements of an image that serves models of ``frameworks``."""
+def requirements(
+    frameworks: Iterable[str], *, gpu: bool = False, wheel: str | None = None
+) -> Requirements:
+    """The pinned requirements of an image that serves models of ``frameworks``.
+
+    ``wheel``: the file name of forgeml's wheel in ``wheels/`` (default: :func:`wheel_name`).
+    """
     chosen = list(dict.fromkeys(check_framework(f) for f in frameworks))
     for framework in chosen:
         if framework in GPU_ONLY and not gpu:
@@ -204,7 +227,7 @@ def requirements(frameworks: Iterable[str], *, gpu: bool = False) -> Requirement
         if gpu:
             own = {k: _gpu_variant(p) for k, p in own.items()}
         per_framework[framework] = own
-    return Requirements(base=base, frameworks=per_framework, gpu=gpu)
+    return Requirements(base=base, frameworks=per_framework, gpu=gpu, wheel=wheel or wheel_name())
 
 
 def _gpu_variant(pin: Pin) -> Pin:
