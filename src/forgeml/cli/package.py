@@ -6,20 +6,9 @@ Every option is also spelled with underscores (``--backend_url``), as in
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar
-
 import click
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _option(name: str, *more: str, **kwargs: Any) -> Callable[[F], F]:
-    """An option spelled with dashes and with underscores: ``--backend-url``/``--backend_url``."""
-    dashed = f"--{name.replace('_', '-')}"
-    spellings = [dashed] if "_" not in name else [dashed, f"--{name}"]
-    decorator: Callable[[F], F] = click.option(*spellings, *more, name, **kwargs)
-    return decorator
+from forgeml.cli._options import option
 
 
 @click.command("package")
@@ -40,13 +29,13 @@ def _option(name: str, *more: str, **kwargs: Any) -> Callable[[F], F]:
     show_default=True,
     help="Put the model in the image, or write a server that forwards to --backend-url.",
 )
-@_option(
+@option(
     "backend_url",
     metavar="URL",
     default=None,
     help="--external: the server that runs the model (else FORGEML_SERVE_BACKEND_URL at run time).",
 )
-@_option(
+@option(
     "format",
     type=click.Choice(["native", "onnx"]),
     default="native",
@@ -54,21 +43,21 @@ def _option(name: str, *more: str, **kwargs: Any) -> Callable[[F], F]:
     help="native: the model's own framework. onnx: its ONNX export, served by onnxruntime "
     "alone (no torch or TensorFlow in the image).",
 )
-@_option(
+@option(
     "framework",
     metavar="NAME",
     default=None,
     help="Which of MODEL's manifests, when it exists for several frameworks.",
 )
-@_option("gpu", is_flag=True, help="A CUDA runtime base image and the GPU builds of frameworks.")
-@_option(
+@option("gpu", is_flag=True, help="A CUDA runtime base image and the GPU builds of frameworks.")
+@option(
     "base",
     metavar="IMAGE",
     default=None,
     help="The base image of both stages. Default: python:X.Y-slim-bookworm for --python X.Y "
     "(--gpu: nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04, whose Python is 3.12).",
 )
-@_option(
+@option(
     "python",
     metavar="X.Y",
     default=None,
@@ -76,8 +65,8 @@ def _option(name: str, *more: str, **kwargs: Any) -> Callable[[F], F]:
     "the one the pins come from; an image of another Python gets a warning (its build "
     "may not find the pinned wheels).",
 )
-@_option("port", metavar="N", type=int, default=8000, show_default=True, help="The server's port.")
-@_option(
+@option("port", metavar="N", type=int, default=8000, show_default=True, help="The server's port.")
+@option(
     "forgeml_wheel",
     metavar="PATH",
     default=None,
@@ -85,14 +74,14 @@ def _option(name: str, *more: str, **kwargs: Any) -> Callable[[F], F]:
     help="The forgeml wheel to put in wheels/. Default: built from forgeml's source tree "
     "(pip wheel --no-deps).",
 )
-@_option(
+@option(
     "forgeml_source",
     metavar="DIR",
     default=None,
     type=click.Path(file_okay=False, exists=True),
     help="Build the forgeml wheel from this source tree (default: the running forgeml's).",
 )
-@_option(
+@option(
     "force",
     is_flag=True,
     help="Replace the context in a folder that is not empty: the files its package.json "
