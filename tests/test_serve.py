@@ -154,6 +154,101 @@ def test_the_batcher_batches_splits_and_never_exceeds_the_limit() -> None:
         np.testing.assert_array_equal(result, np.full((n, 2), 2 * i))
 
 
+def test_a_full_batch_runs_at_once_and_a_partial_one_at_its_deadline() -> None:
+    seen: list[int] = []
+
+    async def run(x: np.ndarray) -> np.ndarray:
+        seen.append(len(x))
+        return x + 1
+
+    async def main() -> None:
+        batcher = Batcher(run, max_batch_size=4, max_latency_ms=60_000)
+        batcher.start()
+        # Four samples fill the batch: it runs now, not after the one-minute deadline.
+        full = [batcher.submit(np.full((1, 2), i)) for i in range(4)]
+        results = await asyncio.wait_for(asyncio.gather(*full), timeout=10)
+        assert [r[0, 0] for r in results] == [1, 2, 3, 4]
+        # One sample waits for its deadline (or the drain on close) before it runs.
+        batcher.max_latency = 0.05
+        one = await asyncio.wait_for(batcher.submit(np.zeros((1, 2))), timeout=10)
+        np.testing.assert_array_equal(one, np.ones((1, 2)))
+        # close() answers what is queued, then takes nothing new.
+        batcher.max_latency = 60.0
+        pending = asyncio.ensure_future(batcher.submit(np.zeros((2, 2))))
+        await asyncio.sleep(0)
+        await asyncio.wait_for(batcher.close(), timeout=10)
+        np.testing.assert_array_equal(await pending, np.ones((2, 2)))
+        with pytest.raises(ServeError, match="shutting down"):
+            await batcher.submit(np.zeros((1, 2)))
+
+    asyncio.run(main())
+    assert seen == [4, 1, 2]
+
+
+def test_the_model_thread_runs_calls_in_order_and_returns_errors() -> None:
+    from forgeml.serve._model import ModelThread
+
+    thread = ModelThread("test-model")
+    names: list[str] = []
+
+    def work(i: int) -> int:
+        import threading
+
+        names.append(threading.current_thread().name)
+        if i == 3:
+            raise ValueError("three")
+        return i * 10
+
+    async def main() -> list[Any]:
+        calls = [thread.call(work, i) for i in range(5)]
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    results = asyncio.run(main())
+    thread.shutdown()
+    assert results[:3] == [0, 10, 20]
+    assert results[4] == 40
+    assert isinstance(results[3], ValueError)
+    assert set(names) == {"test-model"}
+
+
+def test_json_without_orjson_answers_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    from forgeml.serve import _app
+
+    payload = {"predictions": [{"label": "3", "class_id": 3, "scores": [0.5, -1.25e-7, 3.0]}]}
+    fast_loads, fast_dumps = _app._codec()
+    monkeypatch.setitem(sys.modules, "orjson", None)  # import orjson fails
+    loads, dumps = _app._codec()
+    assert loads is json.loads
+    assert json.loads(dumps(payload)) == json.loads(fast_dumps(payload)) == payload
+    assert b" " not in dumps(payload)  # compact, as orjson writes it
+    assert fast_loads(b'{"instances": [[1, 2.5]]}') == loads(b'{"instances": [[1, 2.5]]}')
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.zeros((1, 8, 8), np.float32),
+        np.arange(12, dtype=">i8").reshape(3, 4),
+        np.array([True, False]),
+        np.float64(3.5),
+        np.zeros((0, 3)),
+        np.asfortranarray(np.ones((2, 3))),  # not the common case: np.load reads it
+    ],
+)
+def test_npy_bodies_read_as_np_load_reads_them(array: np.ndarray) -> None:
+    from forgeml.serve._app import read_npy
+
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    body = buffer.getvalue()
+    read = read_npy(body)
+    assert read.dtype == array.dtype
+    np.testing.assert_array_equal(read, array)
+    assert read.flags.writeable
+    with pytest.raises(ValueError, match="EOF"):  # a truncated body
+        read_npy(body[:-1] if array.size else body[:20])
+
+
 # ----------------------------------------------------------------------------- routes
 
 
@@ -254,6 +349,30 @@ def test_bad_input_gets_a_helpful_4xx(
     assert says in error["error"]
     if status == 422:
         assert error["expected"]["sample_shapes"][0] == [1, 8, 8]
+
+
+def test_chunked_bodies_and_requests_left_to_fastapi(
+    cnn: BackgroundServer, images: np.ndarray
+) -> None:
+    outputs, ids = direct("digits_cnn", "pytorch", images[:6])
+    text = json.dumps({"instances": images[:6].tolist()}).encode()
+
+    def chunks() -> Iterator[bytes]:  # chunked transfer: several ASGI body messages
+        for i in range(0, len(text), 100):
+            yield text[i : i + 100]
+
+    url = f"{cnn.url}/v1/models/digits_cnn:predict"
+    answer = httpx.post(url, content=chunks(), headers={"content-type": "application/json"})
+    assert answer.status_code == 200
+    check(answer.json()["predictions"], outputs, ids)
+    # Paths the fast routes do not own go to FastAPI's router (and are counted too).
+    assert httpx.post(f"{cnn.url}/v1/models/a/b:predict", json={}).status_code == 404
+    assert httpx.get(url).status_code == 404  # GET /v1/models/{name}: no such model
+    metrics = httpx.get(f"{cnn.url}/metrics").text
+    assert 'forgeml_serve_requests_total{code="404",route="v1_predict"}' in metrics
+    assert httpx.get(f"{cnn.url}/nowhere").status_code == 404
+    metrics = httpx.get(f"{cnn.url}/metrics").text
+    assert 'forgeml_serve_requests_total{code="404",route="other"}' in metrics
 
 
 def test_unknown_model_and_content_type(cnn: BackgroundServer) -> None:

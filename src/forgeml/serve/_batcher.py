@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -30,11 +28,13 @@ class ShuttingDown(ServeError):
     """The batcher is closed: it takes no new requests (HTTP 503)."""
 
 
-@dataclass
 class _Item:
-    x: np.ndarray
-    future: asyncio.Future[np.ndarray]
-    arrived: float = field(default_factory=time.perf_counter)
+    __slots__ = ("arrived", "future", "x")
+
+    def __init__(self, x: np.ndarray, future: asyncio.Future[np.ndarray], arrived: float) -> None:
+        self.x = x
+        self.future = future
+        self.arrived = arrived
 
 
 class Batcher:
@@ -42,6 +42,10 @@ class Batcher:
 
     ``on_batch(samples, requests, seconds)`` is called after each batch (metrics).
     Start it with :meth:`start` inside the event loop; :meth:`close` drains it.
+
+    The batching loop wakes once per batch, not once per request: when the first
+    request arrives in an empty queue, when the queue holds a full batch, at the
+    first request's deadline, or on :meth:`close`.
     """
 
     def __init__(
@@ -59,8 +63,11 @@ class Batcher:
         self.max_queue = max_queue
         self.on_batch = on_batch
         self._queue: collections.deque[_Item] = collections.deque()
-        self._wake: asyncio.Event | None = None
+        self._samples = 0  # in the queue
+        self._waiter: asyncio.Future[None] | None = None
+        self._wake_on_full = False  # the loop waits for a full batch, not for any request
         self._task: asyncio.Task[None] | None = None
+        self._loop_: asyncio.AbstractEventLoop | None = None
         self._closing = False
 
     @property
@@ -69,66 +76,94 @@ class Batcher:
         return len(self._queue)
 
     def start(self) -> None:
-        self._wake = asyncio.Event()
-        self._task = asyncio.get_running_loop().create_task(self._loop(), name="forgeml-batcher")
+        self._loop_ = loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._loop(), name="forgeml-batcher")
 
     async def submit(self, x: np.ndarray) -> np.ndarray:
         """The model's outputs for the samples ``x`` (first axis), batched with others."""
-        if self._closing or self._wake is None:
+        loop = self._loop_
+        if self._closing or loop is None:
             raise ShuttingDown("The server is shutting down and takes no new requests.")
         size = self.max_batch_size
-        chunks = [x] if len(x) <= size else [x[i : i + size] for i in range(0, len(x), size)]
+        n = len(x)
+        if n <= size:
+            if len(self._queue) >= self.max_queue:
+                raise self._full()
+            item = _Item(x, loop.create_future(), time.perf_counter())
+            self._queue.append(item)
+            self._queued(n)
+            return await item.future
+        chunks = [x[i : i + size] for i in range(0, n, size)]
         if len(self._queue) + len(chunks) > self.max_queue:
-            raise QueueFull(
-                f"The server's queue is full ({self.max_queue} requests wait for the model). "
-                f"Retry later, or start the server with a larger --max_queue or more --workers."
-            )
-        loop = asyncio.get_running_loop()
-        items = [_Item(chunk, loop.create_future()) for chunk in chunks]
+            raise self._full()
+        now = time.perf_counter()
+        items = [_Item(chunk, loop.create_future(), now) for chunk in chunks]
         self._queue.extend(items)
-        self._wake.set()
-        if len(items) == 1:
-            return await items[0].future
+        self._queued(n)
         results = await asyncio.gather(*(item.future for item in items))
         return np.concatenate(results)
+
+    def _full(self) -> QueueFull:
+        return QueueFull(
+            f"The server's queue is full ({self.max_queue} requests wait for the model). "
+            f"Retry later, or start the server with a larger --max_queue or more --workers."
+        )
+
+    def _queued(self, n: int) -> None:
+        self._samples += n
+        waiter = self._waiter
+        if waiter is not None and not (self._wake_on_full and self._samples < self.max_batch_size):
+            self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _wait(self, timeout: float | None, *, full: bool) -> None:
+        """Sleep until a request arrives (``full``: until a batch is full), ``timeout``
+        seconds pass, or :meth:`close`."""
+        assert self._loop_ is not None
+        self._waiter = waiter = self._loop_.create_future()
+        self._wake_on_full = full
+        timer = None if timeout is None else self._loop_.call_later(timeout, self._wake)
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
 
     async def close(self) -> None:
         """Take no new requests; finish every queued one; stop."""
         self._closing = True
-        if self._wake is not None:
-            self._wake.set()
+        self._wake()
         if self._task is not None:
             await self._task
 
     async def _loop(self) -> None:
-        assert self._wake is not None
-        wake = self._wake
         queue = self._queue
+        limit = self.max_batch_size
         while True:
             if not queue:
                 if self._closing:
                     return
-                wake.clear()
-                await wake.wait()
+                await self._wait(None, full=False)
                 continue
-            deadline = queue[0].arrived + self.max_latency
+            if self._samples < limit and not self._closing and self.max_latency > 0:
+                remaining = queue[0].arrived + self.max_latency - time.perf_counter()
+                if remaining > 0:
+                    await self._wait(remaining, full=True)
             batch: list[_Item] = []
             total = 0
-            while True:
-                while queue and total + len(queue[0].x) <= self.max_batch_size:
-                    item = queue.popleft()
-                    if item.future.done():  # its request was cancelled (client went away)
-                        continue
-                    batch.append(item)
-                    total += len(item.x)
-                if queue or total >= self.max_batch_size or self._closing:
-                    break  # full (the next one does not fit), or draining: run now
-                remaining = deadline - time.perf_counter()
-                if remaining <= 0:
-                    break
-                wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), remaining)
+            while queue and total + len(queue[0].x) <= limit:
+                item = queue.popleft()
+                n = len(item.x)
+                self._samples -= n
+                if item.future.done():  # its request was cancelled (client went away)
+                    continue
+                batch.append(item)
+                total += n
             if batch:
                 await self._run(batch, total)
 

@@ -18,10 +18,11 @@ loop never blocks); :class:`ExternalBackend` sends it to a KServe-v2 endpoint
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import math
-from collections.abc import Mapping
+import queue
+import threading
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -233,8 +234,63 @@ def _tensor(name: str, array: np.ndarray, datatype: str) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- backends
 
 
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():  # the awaiting request was cancelled
+        return
+    if error is None:
+        future.set_result(result)
+    else:
+        future.set_exception(error)
+
+
+class ModelThread:
+    """One thread that runs calls in order and hands each result back to the event loop.
+
+    Lighter than ``loop.run_in_executor`` on a one-thread pool (no
+    ``concurrent.futures`` future, lock and callback chain per call): the hop costs
+    ~35 instead of ~50 µs of CPU here, which matters when every request is a model
+    call (batching off).
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._calls: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None  # started by the first call
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        """``fn(*args)`` in the thread, as a future of the running loop."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name=self.name, daemon=True)
+            self._thread.start()
+        self._calls.put((fn, args, future, loop))
+        return future
+
+    def _work(self) -> None:
+        while True:
+            job = self._calls.get()
+            if job is None:
+                return
+            fn, args, future, loop = job
+            try:
+                result, error = fn(*args), None
+            except BaseException as exc:  # handed to the awaiting request
+                result, error = None, exc
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                loop.call_soon_threadsafe(_settle, future, result, error)
+
+    def shutdown(self) -> None:
+        """Run the calls already queued, then end the thread."""
+        if self._thread is not None:
+            self._calls.put(None)
+            self._thread.join()
+            self._thread = None
+
+
 class EmbeddedBackend:
-    """The model loaded in this process by its agent, run in one worker thread."""
+    """The model loaded in this process by its agent, run in one worker thread
+    (:class:`ModelThread`)."""
 
     def __init__(self, manifest: Manifest, agent: str, *, device: str, threads: int | None):
         self.manifest = manifest
@@ -242,7 +298,7 @@ class EmbeddedBackend:
         self.device = device
         self.threads = threads
         self.predictor: Predictor | None = None
-        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="forgeml-model")
+        self._thread = ModelThread("forgeml-model")
 
     @property
     def where(self) -> str:
@@ -258,7 +314,7 @@ class EmbeddedBackend:
         self.predictor = predictor
 
     async def start(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._pool, self.load)
+        await self._thread.call(self.load)
 
     def _predict(self, batch: np.ndarray) -> np.ndarray:
         predictor = self.predictor
@@ -269,13 +325,14 @@ class EmbeddedBackend:
             return np.asarray(predictor.predict(batch))
 
     async def predict(self, batch: np.ndarray) -> np.ndarray:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, self._predict, batch)
+        result: np.ndarray = await self._thread.call(self._predict, batch)
+        return result
 
     async def close(self) -> None:
         predictor, self.predictor = self.predictor, None
         if predictor is not None:
-            await asyncio.get_running_loop().run_in_executor(self._pool, predictor.close)
-        self._pool.shutdown(wait=True)
+            await self._thread.call(predictor.close)
+        self._thread.shutdown()
 
 
 class ExternalBackend:
