@@ -4,6 +4,7 @@ exports that fail the parity check write nothing; TensorRT runs only on a GPU.""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sqlite3
 from pathlib import Path
@@ -441,3 +442,42 @@ def test_tensorrt_export_on_a_gpu(home: Path, tmp_path: Path) -> None:
     assert abs(top1("digits_cnn", "tensorrt") - top1("digits_cnn", "onnxruntime")) <= 0.01
     with pytest.raises(ExportError, match="TensorRT engine's file name ends in"):
         export("digits_cnn", to="tensorrt", output=tmp_path / "x.onnx")
+
+
+# ----------------------------------------------------------------------------- the whole zoo
+
+
+def zoo_exports() -> list[tuple[str, str, str, str]]:
+    """(model, source framework, target, zoo entry) for every zoo manifest and every
+    exporter from its framework that can run here (TensorRT needs a GPU: its own test)."""
+    from forgeml.eval import find_manifests
+
+    sources = {name.split("->")[0] for name in EXPORTERS.names()}
+    pairs = []
+    for manifest in find_manifests():
+        if not manifest.weights.zoo or manifest.framework not in sources:
+            continue
+        for name in EXPORTERS.names():
+            source, target = name.split("->")
+            if source == manifest.framework and target != "tensorrt":
+                pairs.append((manifest.name, source, target, manifest.weights.zoo))
+    return sorted(pairs)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_every_zoo_model_exports_to_every_format_that_applies(home: Path) -> None:
+    pairs = zoo_exports()
+    frameworks = {source for _, source, _, _ in pairs}
+    assert {"pytorch", "sklearn", "xgboost"} <= frameworks
+    if importlib.util.find_spec("tensorflow") is None:
+        pairs = [p for p in pairs if p[1] != "tensorflow"]
+    build_zoo(sorted({entry for _, _, _, entry in pairs}), progress=False)
+    failed = []
+    for model, source, target, _ in pairs:
+        result = export(model, to=target, framework=source, register=False, **QUICK)
+        if not result.parity.passed:
+            failed.append(f"{model} {source}->{target}: {result.parity}")
+    assert not failed
+    recorded = {(e["model"], e["source_framework"], e["target"]) for e in ResultsDB().exports()}
+    assert recorded == {(model, source, target) for model, source, target, _ in pairs}
