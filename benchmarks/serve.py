@@ -36,7 +36,6 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -49,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from _bench import Benchmarks, Record
+from forgeml._core._net import free_port
 
 MODEL = "digits_cnn"
 TARGET = 3.0
@@ -64,13 +64,6 @@ class Context:
 
 
 BENCHMARKS: Benchmarks[Context] = Benchmarks()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def peak_rss_mb(pid: int) -> float:

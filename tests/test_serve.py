@@ -10,6 +10,7 @@ import asyncio
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,12 +24,13 @@ import numpy as np
 import pytest
 
 from forgeml import ServeError
+from forgeml._core._env import parse_bool
+from forgeml._core._net import free_port
 from forgeml.eval import build_zoo, get_manifest, load_bundled
 from forgeml.eval.agents import get_agent
 from forgeml.eval.tasks import get_task
-from forgeml.serve import BackgroundServer, Client, ServeSettings, create_app, env_bool
+from forgeml.serve import BackgroundServer, Client, ServeSettings, create_app
 from forgeml.serve._batcher import Batcher
-from forgeml.serve._server import free_port
 
 pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
@@ -93,11 +95,11 @@ def check(predictions: list[Any], outputs: np.ndarray, ids: np.ndarray) -> None:
 
 
 def test_env_booleans_are_typed() -> None:
-    assert env_bool("X", "false") is False
-    assert env_bool("X", " TRUE ") is True
-    assert env_bool("X", "0") is False
-    with pytest.raises(ServeError, match=r"must be a boolean.*Got 'nope'"):
-        env_bool("X", "nope")
+    assert parse_bool("false", name="X") is False
+    assert parse_bool(" TRUE ", name="X") is True
+    assert parse_bool("0", name="X") is False
+    with pytest.raises(ValueError, match=r"X must be a boolean.*Got 'nope'"):
+        parse_bool("nope", name="X")
 
 
 def test_settings_come_from_options_then_env_then_defaults() -> None:
@@ -606,3 +608,245 @@ def test_readyz_is_503_until_the_model_loads(env: dict[str, str], tmp_path: Path
         gate.set()
         thread.join(30)
         server.stop()
+
+
+# ----------------------------------------------------------------------------- review fixes
+
+
+@pytest.fixture(scope="module")
+def logreg(env: dict[str, str]) -> Iterator[BackgroundServer]:
+    """digits_logreg (scikit-learn) with a batching window wide enough that concurrent
+    requests share model calls."""
+    with BackgroundServer("digits_logreg", framework="sklearn", max_latency_ms=150) as server:
+        yield server
+
+
+def npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def test_a_failing_batch_is_rerun_request_by_request() -> None:
+    calls: list[int] = []
+
+    async def run(x: np.ndarray) -> np.ndarray:
+        calls.append(len(x))
+        if (x < 0).any():
+            raise ValueError("negative input")
+        return x * 2
+
+    async def main() -> list[Any]:
+        batcher = Batcher(run, max_batch_size=6, max_latency_ms=60_000)  # closes when full
+        batcher.start()
+        samples = [np.full((1, 2), i, dtype=np.float32) for i in range(5)]
+        samples.insert(2, np.full((1, 2), -1, dtype=np.float32))
+        results = await asyncio.gather(
+            *(batcher.submit(x) for x in samples), return_exceptions=True
+        )
+        await batcher.close()
+        return results
+
+    results = asyncio.run(main())
+    assert calls == [6, 1, 1, 1, 1, 1, 1]  # the batch, then each request alone
+    assert isinstance(results[2], ValueError)
+    good = [r for i, r in enumerate(results) if i != 2]
+    assert [float(r[0, 0]) for r in good] == [0.0, 2.0, 4.0, 6.0, 8.0]
+
+
+def test_max_queue_counts_chunks_and_says_so() -> None:
+    async def main() -> None:
+        async def run(x: np.ndarray) -> np.ndarray:
+            return x
+
+        batcher = Batcher(run, max_batch_size=2, max_queue=2)
+        batcher.start()
+        try:
+            await batcher.submit(np.zeros((6, 1)))  # 3 chunks of 2
+        finally:
+            await batcher.close()
+
+    with pytest.raises(ServeError, match=r"counts once per 2"):
+        asyncio.run(main())
+
+
+def test_one_bad_request_does_not_fail_its_batch(
+    logreg: BackgroundServer, images: np.ndarray, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Five good JSON requests, one NaN .npy and one that fails in the model (values
+    beyond float32 reach scikit-learn as inf), sent together: the good ones get their
+    predictions, the NaN one a 422 that says why, the model failure a fixed 500."""
+    outputs, ids = direct("digits_logreg", "sklearn", images[:5])
+    url = f"{logreg.url}/v1/models/digits_logreg:predict"
+    nan = images[:1].copy()
+    nan[0, 0, 0] = np.nan
+    huge = {
+        "inputs": [{"name": "image", "shape": [1, 64], "datatype": "FP64", "data": [1e300] * 64}],
+        "parameters": {"preprocessed": True},
+    }
+
+    async def main() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=60) as client:
+            good = [client.post(url, json={"instances": [images[i].tolist()]}) for i in range(5)]
+            bad = client.post(url, content=npy(nan), headers={"content-type": "application/x-npy"})
+            fails = client.post(f"{logreg.url}/v2/models/digits_logreg/infer", json=huge)
+            return await asyncio.gather(*good, bad, fails)
+
+    responses = asyncio.run(main())
+    assert [r.status_code for r in responses] == [200] * 5 + [422, 500]
+    for i in range(5):
+        check(responses[i].json()["predictions"], outputs[i : i + 1], ids[i : i + 1])
+    assert "finite" in responses[5].json()["error"]
+    error = responses[6].json()
+    assert error["error"] == (
+        f"Internal server error (request id {error['request_id']}); the server's log has "
+        f"the details."
+    )
+    messages = [r.getMessage() for r in caplog.records]
+    # The failing request shared a model call with others (how many depends on timing).
+    assert any(re.match(r"A model call on \d+ requests failed", m) for m in messages)
+    assert any(error["request_id"] in m and "infinity" in m for m in messages)
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ({"instances": [[True] * 64]}, "booleans"),
+        ({"instances": [[1.0] * 63 + [False]]}, "booleans"),
+        ({"instances": [[1.0] * 64, [float("nan")] * 64]}, "finite"),
+    ],
+)
+def test_booleans_and_non_finite_values_get_422(
+    logreg: BackgroundServer, body: Any, says: str
+) -> None:
+    text = json.dumps(body).encode()  # NaN: Python's json writes it, orjson reads it as NaN
+    response = httpx.post(
+        f"{logreg.url}/v1/models/digits_logreg:predict",
+        content=text,
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code in (400, 422)
+    if response.status_code == 422:
+        assert says in response.json()["error"]
+    else:  # the JSON reader refused NaN itself
+        assert "JSON" in response.json()["error"]
+
+
+def v2(data: list[Any], shape: list[int], datatype: str = "FP32", **more: Any) -> dict[str, Any]:
+    return {
+        "inputs": [{"name": "image", "shape": shape, "datatype": datatype, "data": data}]
+    } | more
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "says"),
+    [
+        (b"[" * 100_000 + b"]" * 100_000, 400, "JSON"),
+        (v2([1.0] * 64, [2**32, 2**32]), 422, "needs 18446744073709551616"),
+        (v2([300] * 64, [1, 64], "UINT8"), 422, "do not fit UINT8 (0 to 255)"),
+        (v2([1.5] * 64, [1, 64], "INT32"), 422, "fraction"),
+        (v2([1e6] * 64, [1, 64], "FP16"), 422, "do not fit FP16"),
+        (v2([True] * 64, [1, 64], "BOOL"), 422, "booleans"),
+        (v2([1.0] * 64, [1, 64], outputs=[{"name": None}]), 422, "scores, class_id, label"),
+        (v2([1.0] * 64, [1, 64], outputs=[{"name": "probs"}]), 422, "Got ['probs']"),
+    ],
+)
+def test_v2_values_must_fit_and_outputs_must_exist(
+    logreg: BackgroundServer, body: Any, status: int, says: str
+) -> None:
+    url = f"{logreg.url}/v2/models/digits_logreg/infer"
+    response = (
+        httpx.post(url, content=body) if isinstance(body, bytes) else httpx.post(url, json=body)
+    )
+    assert response.status_code == status, response.text
+    assert says in response.json()["error"]
+
+
+def test_known_v2_outputs_are_chosen(logreg: BackgroundServer, images: np.ndarray) -> None:
+    answer = httpx.post(
+        f"{logreg.url}/v2/models/digits_logreg/infer",
+        json=v2(images[:2].reshape(2, 64).tolist(), [2, 64], outputs=[{"name": "label"}]),
+    ).json()
+    assert [o["name"] for o in answer["outputs"]] == ["label"]
+
+
+def test_deep_json_with_the_standard_library_reader(monkeypatch: pytest.MonkeyPatch) -> None:
+    from forgeml.serve import _app
+    from forgeml.serve._model import InputError
+
+    monkeypatch.setattr(_app, "loads", json.loads)
+    with pytest.raises(InputError, match="nested too deeply") as caught:
+        _app._json(b"[" * 100_000 + b"]" * 100_000)
+    assert caught.value.status == 400
+
+
+def test_internal_errors_are_fixed_500s_and_keep_the_connection(
+    logreg: BackgroundServer,
+    images: np.ndarray,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An unexpected error (here raised by a route added for the test) is answered with a
+    fixed message and a request id that the log names; the connection stays open for the
+    next request (uvicorn closes it when the app re-raises)."""
+    import http.client
+
+    async def boom() -> None:
+        raise RuntimeError("secret detail")
+
+    logreg.app.add_api_route("/test-boom", boom)
+    connection = http.client.HTTPConnection("127.0.0.1", logreg.settings.port, timeout=30)
+    try:
+        connection.request("GET", "/test-boom")
+        response = connection.getresponse()
+        body = json.loads(response.read())
+        sock = connection.sock
+        assert response.status == 500
+        assert "secret" not in json.dumps(body)
+        assert body["request_id"] in body["error"]
+        assert sock is not None
+        payload = json.dumps({"instances": [images[0].tolist()]})
+        connection.request(
+            "POST",
+            "/v1/models/digits_logreg:predict",
+            body=payload,
+            headers={"content-type": "application/json"},
+        )
+        again = connection.getresponse()
+        assert again.status == 200
+        again.read()
+        assert connection.sock is sock  # the same keep-alive connection
+    finally:
+        connection.close()
+    assert any(
+        body["request_id"] in r.getMessage() and "secret detail" in r.getMessage()
+        for r in caplog.records
+    )
+
+
+def test_an_unready_backend_times_out_with_a_reason(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from forgeml.serve._model import ExternalBackend
+
+    monkeypatch.setattr(ExternalBackend, "warn_every", 0.3)
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    server = BackgroundServer("digits_logreg", backend_url=dead, backend_start_timeout=1.0)
+    with pytest.raises(ServeError, match=r"not ready within 1 s \(last try: ConnectError"):
+        server.start()
+    assert server.app.state.forgeml.error.startswith("BackendError")
+    assert any("Still waiting for the backend" in r.getMessage() for r in caplog.records)
+    with pytest.raises(ServeError, match="backend_start_timeout"):
+        ServeSettings.resolve("m", environ={"FORGEML_SERVE_BACKEND_START_TIMEOUT": "-1"})
+
+
+def test_json_needs_check_and_health_never_raises() -> None:
+    from click.testing import CliRunner
+
+    from forgeml.cli.serve import serve
+
+    result = CliRunner().invoke(serve, ["digits_logreg", "--json"])
+    assert result.exit_code == 2
+    assert "Add --check" in result.output
+    with Client(f"http://127.0.0.1:{free_port()}", model="m", timeout=2) as client:
+        assert client.health() is False
+        assert client.ready() is False

@@ -7,8 +7,29 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from forgeml._core._errors import ConfigError
+
 #: Where :func:`process_rank` looks, in order: the first one set to an integer wins.
 RANK_VARIABLES = ("RANK", "SLURM_PROCID")
+#: The spellings :func:`parse_bool` reads as true and as false (any case).
+TRUE_WORDS = ("true", "1", "yes", "on")
+FALSE_WORDS = ("false", "0", "no", "off")
+
+
+def parse_bool(text: str, *, name: str) -> bool:
+    """``text`` (an environment variable's or option's value, called ``name`` in the
+    error) as a boolean: ``true/1/yes/on`` or ``false/0/no/off``, any case, spaces
+    around ignored. Anything else raises :class:`~forgeml.ConfigError` (a ValueError)
+    that says so, never a silent ``True``."""
+    word = text.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ConfigError(
+        f"{name} must be a boolean: one of {', '.join(TRUE_WORDS)} or "
+        f"{', '.join(FALSE_WORDS)} (any case). Got {text!r}."
+    )
 
 
 def forgeml_home() -> Path:

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, get_args, get_origin
 
+from forgeml._core._env import parse_bool
 from forgeml._core._errors import ArgumentError
 from forgeml.argparse._parser import ArgumentParser, scalar_converter
 from forgeml.config import Config
@@ -197,17 +198,11 @@ _yaml_value.__name__ = "YAML"
 def _to_bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.lower() in (
-        "true",
-        "yes",
-        "on",
-        "1",
-        "false",
-        "no",
-        "off",
-        "0",
-    ):
-        return value.lower() in ("true", "yes", "on", "1")
+    if isinstance(value, str):
+        try:
+            return parse_bool(value, name="The value")
+        except ValueError:
+            pass
     if isinstance(value, int) and value in (0, 1):
         return bool(value)
     raise ValueError(f"invalid bool value: {value!r}")

@@ -57,7 +57,8 @@ def _option(name: str, *more: str, **kwargs: Any) -> Callable[[F], F]:
     metavar="N",
     type=int,
     default=None,
-    help="Requests that may wait for the model; more get 429. [default: 4096]",
+    help="Requests that may wait for the model; more get 429. A request of more than "
+    "--max-batch-size samples counts once per that many. [default: 4096]",
 )
 @_option(
     "max_request_mb",
@@ -91,6 +92,14 @@ def _option(name: str, *more: str, **kwargs: Any) -> Callable[[F], F]:
     default=None,
     help="The model's name on the backend. [default: MODEL's name]",
 )
+@_option(
+    "backend_start_timeout",
+    metavar="SECONDS",
+    type=float,
+    default=None,
+    help="How long to wait for the backend to be ready before the model counts as failed "
+    "(/readyz says why); 0 waits forever. [default: 300]",
+)
 @_option("device", metavar="DEVICE", default=None, help="cpu or cuda:N. [default: cpu]")
 @_option("threads", metavar="N", type=int, default=None, help="The framework's thread count.")
 @_option(
@@ -100,7 +109,9 @@ def _option(name: str, *more: str, **kwargs: Any) -> Callable[[F], F]:
     help="uvicorn's log level. [default: info]",
 )
 @click.option("--check", is_flag=True, help="Check the model and settings, print them, and exit.")
-@click.option("--json", "as_json", is_flag=True, help="With --check: print the settings as JSON.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="With --check: print the report as JSON (only then)."
+)
 def serve(model: str, check: bool, as_json: bool, **options: Any) -> None:
     """Serve MODEL (a model name or a manifest .yml) over HTTP until SIGTERM/Ctrl-C.
 
@@ -127,6 +138,11 @@ def serve(model: str, check: bool, as_json: bool, **options: Any) -> None:
     from forgeml.serve import ServeSettings
     from forgeml.serve._server import serve as run
 
+    if as_json and not check:
+        raise click.UsageError(
+            "--json formats the report of --check; a running server has nothing to print as "
+            "JSON. Add --check, or drop --json."
+        )
     settings = ServeSettings.resolve(model, **options)
     if check:
         import json

@@ -16,7 +16,7 @@ from forgeml.serve._app import create_app
 from forgeml.serve._batcher import Batcher, QueueFull
 from forgeml.serve._client import Client
 from forgeml.serve._server import BackgroundServer, serve
-from forgeml.serve._settings import ServeSettings, env_bool
+from forgeml.serve._settings import ServeSettings
 
 __all__ = [
     "BackgroundServer",
@@ -26,6 +26,5 @@ __all__ = [
     "ServeError",
     "ServeSettings",
     "create_app",
-    "env_bool",
     "serve",
 ]

@@ -10,8 +10,10 @@ Routes (``{name}``: the served model's name)::
 
 Errors are JSON: ``{"error": "...", "expected": {...}}`` with a 4xx status for
 bad input (400 unreadable, 404 unknown model, 413 too large, 415 unknown body
-type, 422 wrong shape or type, 429 queue full); 502 when an external backend
-fails, 503 while the model loads or the server shuts down.
+type, 422 wrong shape, type or values, 429 queue full); 502 when an external
+backend fails, 503 while the model loads or the server shuts down. A failure of
+the server or the model is a 500 with a fixed message and a ``request_id`` that
+the server's log names with the details; the connection stays open.
 """
 
 # No ``from __future__ import annotations``: FastAPI reads the routes' annotations
@@ -26,6 +28,7 @@ import logging
 import math
 import re
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -172,6 +175,7 @@ class ServerState:
                 settings.backend_url,
                 model=settings.backend_model,
                 timeout=settings.backend_timeout,
+                start_timeout=settings.backend_start_timeout,
             )
         else:
             try:
@@ -251,6 +255,10 @@ class ServerState:
             raise InputError(503, str(exc)) from None
         except BackendError as exc:
             raise InputError(502, str(exc)) from None
+        except InputError:
+            raise
+        except Exception as exc:  # the model failed on this request (alone)
+            raise internal_error(exc, "The model failed on a request") from None
 
     async def predict_v1(self, samples: Any, wants_npy: bool) -> tuple[bytes, str]:
         """A v1 answer for decoded samples: ``(body, media type)``."""
@@ -261,10 +269,10 @@ class ServerState:
             return buffer.getvalue(), NPY_TYPES[0]
         return dumps({"predictions": self.model.v1_predictions(outputs)}), "application/json"
 
-    async def infer_v2(self, data: Any) -> bytes:
-        """A v2 answer (JSON) for a decoded v2 request."""
+    async def infer_v2(self, data: Any, raw: bytes | None = None) -> bytes:
+        """A v2 answer (JSON) for a decoded v2 request (``raw``: its body)."""
         served = self.model
-        samples, preprocessed, names = decode_v2(data, served)
+        samples, preprocessed, names = decode_v2(data, served, raw)
         outputs = await self.run(served.prepare(samples, preprocessed=preprocessed))
         tensors = served.v2_outputs(outputs)
         if names:
@@ -277,6 +285,25 @@ class ServerState:
         if isinstance(data.get("id"), str):
             answer["id"] = data["id"]
         return dumps(answer)
+
+
+def internal_error(exc: BaseException, what: str = "Unexpected error") -> InputError:
+    """A 500 for ``exc`` with a fixed message and a request id; the details (type, text,
+    traceback) go to the server's log under that id, never to the client."""
+    request_id = uuid.uuid4().hex[:16]
+    log.error(
+        "%s (request id %s): %s: %s",
+        what,
+        request_id,
+        type(exc).__name__,
+        exc,
+        exc_info=(type(exc), exc, exc.__traceback__),
+    )
+    return InputError(
+        500,
+        f"Internal server error (request id {request_id}); the server's log has the details.",
+        request_id=request_id,
+    )
 
 
 class ClientGone(Exception):
@@ -374,7 +401,7 @@ class FastRoutes:
                 if wants_npy:
                     headers = [(b"content-type", media_type.encode())]
             else:
-                payload = await state.infer_v2(_json(body))
+                payload = await state.infer_v2(_json(body), body)
             status = 200
         except InputError as exc:
             status = exc.status
@@ -384,9 +411,9 @@ class FastRoutes:
         except ClientGone:
             return 499  # nobody to answer (nginx's "client closed request")
         except Exception as exc:
-            log.exception("Unexpected error on %s", path)
+            error = internal_error(exc, f"Unexpected error on {path}")
             status = 500
-            payload = dumps({"error": f"Internal error: {type(exc).__name__}: {exc}"})
+            payload = dumps(error.body())
         headers.append((b"content-length", str(len(payload)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
@@ -418,15 +445,35 @@ def _app_class() -> Any:
                     metrics.observe(route, code, time.perf_counter() - start)
                     return
             status = 500
+            started = False
 
             async def watch(message: Message) -> None:
-                nonlocal status
+                nonlocal status, started
                 if message["type"] == "http.response.start":
                     status = int(message["status"])
+                    started = True
                 await send(message)
 
             try:
                 await super().__call__(scope, receive, watch)
+            except Exception as exc:
+                # Starlette re-raises an error after its handler answered (a fixed 500,
+                # logged with a request id); re-raised further, uvicorn would close the
+                # connection. Answer here only if nothing was sent yet.
+                if not started:
+                    error = internal_error(exc, f"Unexpected error on {scope['path']}")
+                    payload = dumps(error.body())
+                    await send(
+                        {
+                            "type": "http.response.start",
+                            "status": 500,
+                            "headers": [
+                                JSON_HEADER,
+                                (b"content-length", str(len(payload)).encode()),
+                            ],
+                        }
+                    )
+                    await send({"type": "http.response.body", "body": payload})
             finally:
                 metrics.observe(route, status, time.perf_counter() - start)
 
@@ -481,6 +528,10 @@ def _json(body: bytes) -> Any:
         return loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InputError(400, f"The request body is not valid JSON: {exc}.") from None
+    except RecursionError:
+        raise InputError(
+            400, "The request body is JSON nested too deeply to read: send flatter data."
+        ) from None
 
 
 def _media_type(request: Any) -> str:
@@ -524,7 +575,7 @@ def decode_v1_body(
         raise model.fail(
             f'"instances" must be a non-empty list (one entry per sample). Got {_kind(instances)}.'
         )
-    return model.as_array(instances, '"instances"'), wants_npy
+    return model.as_array(instances, '"instances"', raw=body), wants_npy
 
 
 def _kind(value: Any) -> str:
@@ -633,8 +684,12 @@ async def decode_images(request: Any, state: ServerState) -> list[np.ndarray]:
     return images
 
 
-def decode_v2(data: Any, model: ServedModel) -> tuple[np.ndarray, bool, list[str] | None]:
-    """A KServe v2 inference request -> (samples, preprocessed?, requested output names)."""
+def decode_v2(
+    data: Any, model: ServedModel, raw: bytes | None = None
+) -> tuple[np.ndarray, bool, list[str] | None]:
+    """A KServe v2 inference request -> (samples, preprocessed?, requested output names).
+
+    ``raw``: the JSON body ``data`` came from (see :meth:`ServedModel.as_array`)."""
     if not isinstance(data, dict) or not isinstance(data.get("inputs"), list):
         raise model.fail(
             'A v2 request is a JSON object {"inputs": [{"name", "shape", "datatype", "data"}]}. '
@@ -663,23 +718,63 @@ def decode_v2(data: Any, model: ServedModel) -> tuple[np.ndarray, bool, list[str
         )
     if not isinstance(values, list):
         raise model.fail(f"The input's 'data' must be a list of numbers. Got {_kind(values)}.")
-    array = model.as_array(values, "The input's 'data'")
-    if array.size != int(np.prod(shape)):
+    array = model.as_array(values, "The input's 'data'", raw=raw)
+    needed = math.prod(shape)  # Python integers: no overflow
+    if array.size != needed:
         raise model.fail(
-            f"The input's 'data' has {array.size} values, but its shape {shape} needs "
-            f"{int(np.prod(shape))}."
+            f"The input's 'data' has {array.size} values, but its shape {shape} needs {needed}."
         )
-    try:
-        array = array.astype(NUMPY_DTYPES[datatype]).reshape(shape)
-    except (ValueError, OverflowError) as exc:
-        raise model.fail(f"The input's data do not fit {datatype}: {exc}.") from None
+    array = _cast(array, datatype, model).reshape(shape)
     parameters = data.get("parameters")
     preprocessed = isinstance(parameters, dict) and parameters.get("preprocessed") is True
     outputs = data.get("outputs")
     names = None
-    if isinstance(outputs, list):
-        names = [str(o.get("name")) for o in outputs if isinstance(o, dict)]
+    if outputs is not None:
+        known = model.output_names()
+        if not isinstance(outputs, list) or not all(
+            isinstance(o, dict) and o.get("name") in known for o in outputs
+        ):
+            got = (
+                [o.get("name") if isinstance(o, dict) else o for o in outputs]
+                if isinstance(outputs, list)
+                else outputs
+            )
+            raise model.fail(
+                f"The request's 'outputs' must be a list of {{\"name\": NAME}} with NAME one "
+                f"of {', '.join(known)} (or leave 'outputs' out for all). Got {got!r}."
+            )
+        names = [str(o["name"]) for o in outputs]
     return array, preprocessed, names
+
+
+def _cast(array: np.ndarray, datatype: str, model: ServedModel) -> np.ndarray:
+    """``array`` as v2 ``datatype``, or a 422 when a value does not fit it (an integer out
+    of range or with a fraction; a float beyond the type's range)."""
+    dtype = np.dtype(NUMPY_DTYPES[datatype])
+    if array.dtype == dtype or array.size == 0:
+        return array
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        low, high = array.min(), array.max()
+        if low < info.min or high > info.max:
+            raise model.fail(
+                f"The input's data do not fit {datatype} ({info.min} to {info.max}). Got "
+                f"values from {low} to {high}: declare a wider datatype."
+            )
+        if array.dtype.kind == "f" and not np.array_equal(array, np.trunc(array)):
+            raise model.fail(
+                f"The input's data do not fit {datatype}: some values have a fraction. "
+                f"Declare a floating-point datatype (FP32)."
+            )
+        return array.astype(dtype)
+    with np.errstate(over="ignore"):
+        cast = array.astype(dtype)
+    if dtype.kind == "f" and not np.isfinite(cast).all():
+        raise model.fail(
+            f"The input's data do not fit {datatype}: some values are beyond its range "
+            f"(±{np.finfo(dtype).max:g}). Declare a wider datatype (FP32)."
+        )
+    return cast
 
 
 def create_app(model: str | ServeSettings, **options: Any) -> Any:
@@ -735,8 +830,7 @@ def create_app(model: str | ServeSettings, **options: Any) -> Any:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Any:
-        log.exception("Unexpected error on %s", request.url.path)
-        return JSONResponse({"error": f"Internal error: {type(exc).__name__}: {exc}"}, 500)
+        return error(internal_error(exc, f"Unexpected error on {request.url.path}"))
 
     @app.get("/healthz", summary="Liveness: the process answers (503 if the model failed)")
     async def healthz() -> Any:

@@ -6,18 +6,26 @@ a batch larger than the limit: one with more samples than ``max_batch_size`` is
 split into chunks that run in consecutive batches, and its results are joined
 back in order. The model runs one batch at a time (``run`` awaits it), so while
 it works the next batch fills up.
+
+One bad request does not fail the others batched with it: when a model call on
+several requests fails, each request runs again alone, and only those that fail
+alone get the error. (An error flagged ``batch_wide``, such as an unreachable
+backend, is the same for everyone and goes to every request at once.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import time
 from collections.abc import Awaitable, Callable
 
 import numpy as np
 
 from forgeml._core._errors import ServeError
+
+log = logging.getLogger("forgeml.serve")
 
 
 class QueueFull(ServeError):
@@ -72,7 +80,8 @@ class Batcher:
 
     @property
     def depth(self) -> int:
-        """Requests (chunks) waiting for the model."""
+        """Requests waiting for the model (one of more than ``max_batch_size`` samples
+        counts once per chunk of that size: what ``max_queue`` limits)."""
         return len(self._queue)
 
     def start(self) -> None:
@@ -105,8 +114,10 @@ class Batcher:
 
     def _full(self) -> QueueFull:
         return QueueFull(
-            f"The server's queue is full ({self.max_queue} requests wait for the model). "
-            f"Retry later, or start the server with a larger --max_queue or more --workers."
+            f"The server's queue is full ({self.max_queue} requests wait for the model; a "
+            f"request of more than {self.max_batch_size} samples counts once per "
+            f"{self.max_batch_size}). Retry later, or start the server with a larger "
+            f"--max_queue or more --workers."
         )
 
     def _queued(self, n: int) -> None:
@@ -169,6 +180,7 @@ class Batcher:
 
     async def _run(self, batch: list[_Item], total: int) -> None:
         start = time.perf_counter()
+        failed: Exception | None = None
         try:
             x = batch[0].x if len(batch) == 1 else np.concatenate([item.x for item in batch])
             outputs = await self.run(x)
@@ -177,13 +189,26 @@ class Batcher:
                     f"The model returned {len(outputs)} outputs for a batch of {total} samples."
                 )
         except Exception as exc:
-            for item in batch:
-                if not item.future.done():
-                    item.future.set_exception(exc)
-            return
+            failed = exc
         finally:
             if self.on_batch is not None:
                 self.on_batch(total, len(batch), time.perf_counter() - start)
+        if failed is not None:
+            if len(batch) > 1 and not getattr(failed, "batch_wide", False):
+                log.warning(
+                    "A model call on %d requests failed (%s); running each alone so that "
+                    "only the bad ones fail",
+                    len(batch),
+                    type(failed).__name__,
+                )
+                for item in batch:
+                    if not item.future.done():
+                        await self._run([item], len(item.x))
+                return
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(failed)
+            return
         offset = 0
         for item in batch:
             n = len(item.x)

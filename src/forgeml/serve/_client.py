@@ -68,13 +68,20 @@ class Client:
         return list(self._check(self._http.get("/v1/models")).json()["models"])
 
     def health(self) -> bool:
-        return bool(self._http.get("/healthz").status_code == 200)
+        """Whether the server is alive and its model did not fail (``GET /healthz``);
+        False when it cannot be reached."""
+        return self._ok("/healthz")
 
     def ready(self) -> bool:
+        """Whether the model is loaded (``GET /readyz``); False when the server cannot
+        be reached."""
+        return self._ok("/readyz")
+
+    def _ok(self, path: str) -> bool:
         import httpx
 
         try:
-            return bool(self._http.get("/readyz").status_code == 200)
+            return bool(self._http.get(path).status_code == 200)
         except httpx.TransportError:
             return False
 

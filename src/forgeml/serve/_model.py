@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import queue
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -48,25 +50,58 @@ V2_DATATYPES = {
 }
 NUMPY_DTYPES = {v: k for k, v in V2_DATATYPES.items()}
 
+log = logging.getLogger("forgeml.serve")
+
 
 class InputError(ServeError):
     """A request the server cannot run: HTTP ``status`` with a JSON body that says why."""
 
-    def __init__(self, status: int, message: str, expected: Mapping[str, Any] | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        expected: Mapping[str, Any] | None = None,
+        *,
+        request_id: str | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.message = message
         self.expected = dict(expected) if expected else None
+        self.request_id = request_id
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {"error": self.message}
         if self.expected:
             body["expected"] = self.expected
+        if self.request_id:
+            body["request_id"] = self.request_id
         return body
 
 
 class BackendError(ServeError):
-    """The external backend failed or answered something unusable (HTTP 502)."""
+    """The external backend failed or answered something unusable (HTTP 502).
+
+    ``batch_wide``: the failure is the backend's, not one request's (it cannot be
+    reached), so the batcher does not retry the batch's requests one by one.
+    """
+
+    def __init__(self, message: str, *, batch_wide: bool = False) -> None:
+        super().__init__(message)
+        self.batch_wide = batch_wide
+
+
+def _has_bool(values: list[Any]) -> bool:
+    """Whether nested lists hold a boolean anywhere."""
+    stack = [values]
+    while stack:
+        for value in stack.pop():
+            kind = type(value)
+            if kind is list:
+                stack.append(value)
+            elif kind is bool:
+                return True
+    return False
 
 
 class ServedModel:
@@ -101,19 +136,40 @@ class ServedModel:
     def fail(self, message: str, status: int = 422) -> InputError:
         return InputError(status, message, self.expected())
 
-    def as_array(self, data: Any, what: str) -> np.ndarray:
-        """Request data (nested lists or an array) as a numeric array, or a 422."""
+    def output_names(self) -> list[str]:
+        """The names of the v2 output tensors (:meth:`v2_outputs`)."""
+        return ["scores", "class_id", "label"] if self.classification else ["scores", "value"]
+
+    def as_array(self, data: Any, what: str, *, raw: bytes | None = None) -> np.ndarray:
+        """Request data (nested lists or an array) as a numeric array of finite values,
+        or a 422. ``raw``: the JSON body ``data`` came from (lists are searched for
+        booleans only when it spells ``true`` or ``false``)."""
         try:
             array = np.asarray(data)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, RecursionError):
             array = None
         if array is None or array.dtype == object:
             raise self.fail(
                 f"{what} must be numbers, every sample of the same shape (a rectangular "
                 f"nested list). Got ragged or mixed data."
             )
-        if array.dtype.kind not in "biuf":
+        kind = array.dtype.kind
+        if kind == "b" or (
+            isinstance(data, list)
+            and (raw is None or b"true" in raw or b"false" in raw)
+            and _has_bool(data)
+        ):
+            raise self.fail(
+                f"{what} must be numbers. Got booleans (true/false): send them as 1 and 0."
+            )
+        if kind not in "iuf":
             raise self.fail(f"{what} must hold numbers. Got values of type {array.dtype}.")
+        if kind == "f" and not np.isfinite(array).all():
+            bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+            raise self.fail(
+                f"{what} must be finite numbers. Got {bad} NaN or infinite value(s): replace "
+                f"them (e.g. with 0) before sending."
+            )
         return array
 
     def prepare(self, samples: Any, *, preprocessed: bool = False) -> np.ndarray:
@@ -135,7 +191,8 @@ class ServedModel:
                     f"Preprocessed samples must have the model's input shape "
                     f"{list(self.input_shape)}. Got samples of shape {list(shape)}."
                 )
-            return np.ascontiguousarray(x, dtype=self.dtype)
+            with np.errstate(over="ignore"):  # what overflows fails in the model
+                return np.ascontiguousarray(x, dtype=self.dtype)
         try:
             if self.image:
                 return self.task.preprocess(self._image_batch(x, shape), self.manifest)
@@ -280,11 +337,13 @@ class ModelThread:
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
                 loop.call_soon_threadsafe(_settle, future, result, error)
 
-    def shutdown(self) -> None:
-        """Run the calls already queued, then end the thread."""
+    def shutdown(self, *, wait: bool = True) -> None:
+        """Run the calls already queued, then end the thread (``wait``: wait for that;
+        never from the event loop, which would block while a model loads)."""
         if self._thread is not None:
             self._calls.put(None)
-            self._thread.join()
+            if wait:
+                self._thread.join()
             self._thread = None
 
 
@@ -299,6 +358,7 @@ class EmbeddedBackend:
         self.threads = threads
         self.predictor: Predictor | None = None
         self._thread = ModelThread("forgeml-model")
+        self._closed = False
 
     @property
     def where(self) -> str:
@@ -311,6 +371,9 @@ class EmbeddedBackend:
         predictor = resolve_agent(self.agent).load(
             self.manifest, device=self.device, threads=self.threads
         )
+        if self._closed:  # the server stopped while the model loaded
+            predictor.close()
+            return
         self.predictor = predictor
 
     async def start(self) -> None:
@@ -329,10 +392,13 @@ class EmbeddedBackend:
         return result
 
     async def close(self) -> None:
+        """Release the model. Does not block the event loop: a model still loading is
+        closed by the worker thread once it has loaded, then the thread ends."""
+        self._closed = True
         predictor, self.predictor = self.predictor, None
         if predictor is not None:
             await self._thread.call(predictor.close)
-        self._thread.shutdown()
+        self._thread.shutdown(wait=False)
 
 
 class ExternalBackend:
@@ -340,11 +406,23 @@ class ExternalBackend:
     ``{url}/v2/models/{model}/infer`` (with ``parameters: {preprocessed: true}``, which a
     forgeml server honours); the output named ``scores``, else the first, comes back."""
 
-    def __init__(self, manifest: Manifest, url: str, *, model: str | None, timeout: float):
+    #: Seconds between the warnings logged while the backend is not ready.
+    warn_every = 10.0
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        url: str,
+        *,
+        model: str | None,
+        timeout: float,
+        start_timeout: float = 0.0,
+    ):
         self.manifest = manifest
         self.url = url.rstrip("/")
         self.model = model or manifest.name
         self.timeout = timeout
+        self.start_timeout = start_timeout
         self._client: Any = None
 
     @property
@@ -352,18 +430,40 @@ class ExternalBackend:
         return self.url
 
     async def start(self) -> None:
-        """Wait until the backend says the model is ready (``GET /v2/models/{m}/ready``)."""
+        """Wait until the backend says the model is ready (``GET /v2/models/{m}/ready``),
+        logging a warning every :attr:`warn_every` seconds; :class:`BackendError` after
+        ``start_timeout`` seconds (0: wait forever)."""
         import httpx
 
         self._client = httpx.AsyncClient(
             timeout=self.timeout, limits=httpx.Limits(max_connections=16)
         )
         ready = f"{self.url}/v2/models/{self.model}/ready"
+        began = last_warning = time.monotonic()
         while True:
-            with contextlib.suppress(httpx.HTTPError):
+            try:
                 response = await self._client.get(ready)
                 if response.status_code == 200:
                     return
+                reason = f"it answered {response.status_code}"
+            except httpx.HTTPError as exc:
+                reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            now = time.monotonic()
+            if self.start_timeout and now - began >= self.start_timeout:
+                raise BackendError(
+                    f"The backend {ready} was not ready within {self.start_timeout:g} s "
+                    f"(last try: {reason}). Check that it runs and serves model "
+                    f"{self.model!r}, or give it longer with --backend_start_timeout "
+                    f"(FORGEML_SERVE_BACKEND_START_TIMEOUT; 0 waits forever)."
+                )
+            if now - last_warning >= self.warn_every:
+                last_warning = now
+                log.warning(
+                    "Still waiting for the backend %s to be ready after %.0f s (last try: %s)",
+                    ready,
+                    now - began,
+                    reason,
+                )
             await asyncio.sleep(0.2)
 
     async def predict(self, batch: np.ndarray) -> np.ndarray:
@@ -388,7 +488,9 @@ class ExternalBackend:
         try:
             response = await self._client.post(url, json=body)
         except httpx.HTTPError as exc:
-            raise BackendError(f"The backend {url} cannot be reached: {exc!r}.") from None
+            raise BackendError(
+                f"The backend {url} cannot be reached: {exc!r}.", batch_wide=True
+            ) from None
         if response.status_code != 200:
             raise BackendError(
                 f"The backend {url} answered {response.status_code}: {response.text[:500]}"

@@ -11,13 +11,13 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 from forgeml._core._errors import ServeError
+from forgeml._core._net import free_port
 from forgeml.serve._settings import SETTINGS_ENV, ServeSettings
 
 log = logging.getLogger("forgeml.serve")
@@ -123,14 +123,6 @@ def serve(model: str | ServeSettings, **options: Any) -> None:
     uvicorn.run(
         "forgeml.serve._server:app_from_env", factory=True, workers=settings.workers, **common
     )
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nothing listens on now."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class BackgroundServer:

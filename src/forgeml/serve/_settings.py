@@ -14,27 +14,13 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from forgeml._core._errors import ServeError, did_you_mean
+from forgeml._core._env import parse_bool
+from forgeml._core._errors import ConfigError, ServeError, did_you_mean
 
 #: The prefix of the environment variables that set serving options.
 ENV_PREFIX = "FORGEML_SERVE_"
 #: The environment variable the settings travel in to uvicorn's worker processes.
 SETTINGS_ENV = "FORGEML_SERVE_SETTINGS_JSON"
-TRUE = ("1", "true", "yes", "on")
-FALSE = ("0", "false", "no", "off")
-
-
-def env_bool(name: str, value: str) -> bool:
-    """``value`` of environment variable ``name`` as a boolean (typed: not "any text is true")."""
-    text = value.strip().lower()
-    if text in TRUE:
-        return True
-    if text in FALSE:
-        return False
-    raise ServeError(
-        f"The environment variable {name} must be a boolean: one of "
-        f"{', '.join(TRUE)} or {', '.join(FALSE)}. Got {value!r}."
-    )
 
 
 @dataclass(frozen=True)
@@ -56,7 +42,8 @@ class ServeSettings:
     max_batch_size: int = 32
     #: How long the first request of a batch waits for others (milliseconds).
     max_latency_ms: float = 5.0
-    #: The most requests waiting for the model; more get 429 Too Many Requests.
+    #: The most requests waiting for the model; more get 429 Too Many Requests. A request
+    #: with more than ``max_batch_size`` samples counts once per batch it needs.
     max_queue: int = 4096
     #: The largest request body, in MiB; larger ones get 413.
     max_request_mb: float = 16.0
@@ -69,6 +56,9 @@ class ServeSettings:
     backend_model: str | None = None
     #: Seconds a call to the backend may take.
     backend_timeout: float = 30.0
+    #: Seconds the server waits for the backend to be ready before it gives up (the
+    #: model then counts as failed: /readyz says why). 0: wait forever.
+    backend_start_timeout: float = 300.0
     device: str = "cpu"
     threads: int | None = None
     log_level: str = "info"
@@ -84,9 +74,14 @@ class ServeSettings:
 
         for name in ("port", "workers", "max_batch_size", "max_queue"):
             positive(name, getattr(self, name))
-        for name in ("max_latency_ms", "max_request_mb", "backend_timeout"):
-            if name == "max_latency_ms" and self.max_latency_ms == 0:
-                continue  # no waiting: a batch is whatever is queued
+        for name in (
+            "max_latency_ms",
+            "max_request_mb",
+            "backend_timeout",
+            "backend_start_timeout",
+        ):
+            if name in ("max_latency_ms", "backend_start_timeout") and getattr(self, name) == 0:
+                continue  # no waiting (a batch is whatever is queued) / wait forever
             positive(name, getattr(self, name), float)
         if self.threads is not None:
             positive("threads", self.threads)
@@ -148,7 +143,10 @@ class ServeSettings:
 def _parse_env(name: str, text: str, kind: Any) -> Any:
     kind = str(kind)
     if kind.startswith("bool"):
-        return env_bool(name, text)
+        try:
+            return parse_bool(text, name=f"The environment variable {name}")
+        except ConfigError as exc:
+            raise ServeError(str(exc)) from None
     try:
         if kind.startswith("int"):
             return int(text)
