@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 
@@ -43,7 +44,7 @@ def infer_url(endpoint: str, model: str) -> str:
         )
     if endpoint.rstrip("/").endswith("/infer"):
         return endpoint.rstrip("/")
-    return f"{endpoint.rstrip('/')}/v2/models/{model}/infer"
+    return f"{endpoint.rstrip('/')}/v2/models/{quote(model, safe='')}/infer"
 
 
 class HTTPPredictor:
@@ -56,6 +57,20 @@ class HTTPPredictor:
         self.info: Mapping[str, str] = {"framework": "http", "endpoint": self.url}
         self._client: Any = httpx.Client(timeout=timeout)
         self._httpx = httpx
+        self.input_name = self._input_name()
+
+    def _input_name(self) -> str:
+        """The model's one input, from the server's v2 model metadata (``input`` when the
+        server does not say)."""
+        metadata_url = self.url.removesuffix("/infer")
+        try:
+            response = self._client.get(metadata_url)
+            inputs = response.json().get("inputs") if response.status_code == 200 else None
+        except (self._httpx.HTTPError, ValueError, AttributeError):
+            return "input"
+        if isinstance(inputs, list) and len(inputs) == 1 and isinstance(inputs[0], dict):
+            return str(inputs[0].get("name") or "input")
+        return "input"
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         array = np.ascontiguousarray(batch)
@@ -65,7 +80,7 @@ class HTTPPredictor:
         body = {
             "inputs": [
                 {
-                    "name": "input",
+                    "name": self.input_name,
                     "shape": list(array.shape),
                     "datatype": datatype,
                     "data": array.ravel().tolist(),
@@ -84,7 +99,14 @@ class HTTPPredictor:
             raise EvalError(
                 f"The endpoint {self.url} answered {response.status_code}: {response.text[:500]}"
             )
-        return _first_output(response.json(), self.url)
+        try:
+            payload = response.json()
+        except ValueError:
+            raise EvalError(
+                f"The endpoint {self.url} answered 200 with a body that is not JSON: "
+                f"{response.text[:300]!r}"
+            ) from None
+        return _first_output(payload, self.url)
 
     def synchronize(self) -> None:
         return None

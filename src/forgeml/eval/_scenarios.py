@@ -133,7 +133,11 @@ class ScenarioSettings:
         min_duration_s = float(defaults["min_duration_s"] if min_duration is None else min_duration)
         max_duration_s = float(max_duration if max_duration is not None else 60.0)
         if max_duration_s < min_duration_s:
-            max_duration_s = min_duration_s * 2
+            raise EvalError(
+                f"The scenario's max_duration ({max_duration_s:g} s) is below its min_duration "
+                f"({min_duration_s:g} s): no run could be VALID. Raise --max_duration, or lower "
+                f"--min_duration."
+            )
         return cls(
             scenario=scenario,
             samples_per_query=per_query,
@@ -388,14 +392,28 @@ def poisson_schedule(qps: float, count: int, seed: int) -> np.ndarray:
     return np.cumsum(gaps).astype(np.int64)
 
 
+def server_schedule(settings: ScenarioSettings) -> np.ndarray:
+    """The server scenario's arrivals: enough queries for the minimum count, and for the
+    last one to arrive at or after the minimum duration (as LoadGen schedules them)."""
+    assert settings.target_qps is not None
+    min_ns = settings.min_duration_s * 1e9
+    count = max(settings.min_query_count, math.ceil(settings.min_duration_s * settings.target_qps))
+    while True:
+        arrivals = poisson_schedule(settings.target_qps, count, settings.seed)
+        if arrivals[-1] >= min_ns:
+            enough = int(np.searchsorted(arrivals, min_ns, side="left")) + 1
+            return arrivals[: max(settings.min_query_count, enough)]
+        count = count * 2
+
+
 def _server(
     predict: Predict, source: QuerySource, settings: ScenarioSettings, sync: Callable[[], None]
 ) -> tuple[np.ndarray, int, float]:
     """server: Poisson arrivals; the model takes every arrived query (up to a batch)."""
     assert settings.target_qps is not None
     clock = time.perf_counter_ns
-    count = max(settings.min_query_count, math.ceil(settings.min_duration_s * settings.target_qps))
-    arrivals = poisson_schedule(settings.target_qps, count, settings.seed)
+    arrivals = server_schedule(settings)
+    count = len(arrivals)
     samples = source.samples
     picks = source.rng.integers(0, len(samples), size=count)
     max_ns = int(settings.max_duration_s * 1e9)
@@ -556,6 +574,11 @@ def find_peak(
     chosen.peak_search = tried
     if best_valid is None:
         chosen.reasons.append(f"no rate tried was VALID (lowest {tried[-1]['target_qps']:g}/s)")
+    elif lowest_invalid is None:
+        chosen.notes.append(
+            f"every rate tried was VALID, up to {low:g} queries/s: the peak is higher (start "
+            f"from a higher --target_qps, or raise max_runs)"
+        )
     return chosen
 
 
