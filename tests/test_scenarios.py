@@ -299,8 +299,7 @@ def test_endpoint_measures_a_served_model(zoo: Path) -> None:
     assert remote.provenance["versions"] is not None
     assert remote.scenario is not None
     assert remote.scenario.valid, remote.scenario.reasons
-    # Through HTTP a query costs a round trip: far slower than in-process.
-    assert remote.latency["predict"].p50 > local.latency["predict"].p50
+    assert remote.provenance["agent"]["endpoint"].endswith("/v2/models/digits_logreg/infer")
 
 
 def test_endpoint_that_is_down_says_so(zoo: Path) -> None:
