@@ -219,23 +219,40 @@ def test_model_level_has_predict_spans_but_no_layers_and_no_trace_writes_nothing
 
 
 def test_onnxruntime_nodes_become_spans_under_predict(home: Path, tmp_path: Path) -> None:
+    from forgeml.frameworks._trace_onnxruntime import PROFILED_RUNS
+
     file = tmp_path / "ort.trace.json"
+    calls = PROFILED_RUNS + 4
     result = evaluate(
         "digits_cnn",
-        batch_size=4,
-        num_batches=6,
+        batch_size=2,
+        num_batches=calls,
+        num_warmup=3,
         trace_level="FRAMEWORK",
         trace_file=file,
         **{**QUICK, "agent": "onnxruntime"},
     )
     assert result.trace is not None
     assert result.trace["file"] == str(file)
-    assert result.trace["notes"] == []
+    # the profile is capped, and the profiled session's warmup runs are not taken for
+    # predict calls (else a "profiled N runs for M predict calls" note)
+    assert result.trace["notes"] == [
+        f"ONNX Runtime profiled the first {PROFILED_RUNS} of {calls} predict calls: node spans "
+        f"for those only (later calls ran unprofiled on the same session, which keeps the "
+        f"trace bounded)."
+    ]
     spans, _ = spans_of(str(file))
     by_id = check_nesting(spans)
+    (warm,) = [s for s in spans if s["name"] == "warmup_traced_session"]
+    assert by_id[warm["args"]["parent"]]["name"] == "evaluation"
+    predicts = sorted((s for s in spans if s["name"] == "predict"), key=lambda s: s["ts"])
+    assert len(predicts) == calls
+    assert warm["ts"] + warm["dur"] <= predicts[0]["ts"]  # warmed before the timed loop
     nodes = [s for s in spans if s["cat"] == "framework"]
     assert {by_id[s["args"]["parent"]]["name"] for s in nodes} == {"predict"}
-    per_predict = len(nodes) / 6
+    profiled = {s["args"]["id"] for s in predicts[:PROFILED_RUNS]}
+    assert {s["args"]["parent"] for s in nodes} == profiled
+    per_predict = len(nodes) / PROFILED_RUNS
     assert per_predict == int(per_predict)
     assert per_predict >= 3
     kinds = {s["args"]["type"] for s in nodes}
@@ -303,6 +320,116 @@ def test_leveled_mode_reports_each_level_from_its_own_run_and_is_stored(home: Pa
     html = render_report([stored])
     assert Path(trace["file"]).as_uri() in html
     assert "framework leveled" in html
+
+
+def test_leveled_mode_runs_the_scenario_and_outputs_once_and_sends_one_otlp_trace(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from forgeml.eval import ScenarioSettings, _runner
+
+    runs: list[dict[str, Any]] = []
+    original = _runner.evaluate
+
+    def recorded(**kwargs: Any) -> Any:  # the real evaluate, with its options noted
+        runs.append(kwargs)
+        return original(**kwargs)
+
+    monkeypatch.setattr(_runner, "evaluate", recorded)
+    output = tmp_path / "predictions.csv"
+    file = tmp_path / "deepest.trace.json"
+    with OtlpReceiver() as receiver:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)
+        result = evaluate(
+            "digits_cnn",
+            batch_size=16,
+            num_batches=2,
+            num_warmup=1,
+            trace_level="MODEL",
+            trace_mode="leveled",
+            trace_file=file,
+            scenario=ScenarioSettings.create("single_stream", min_duration=0, min_query_count=8),
+            save_output=output,
+            **QUICK,
+        )
+    assert [str(run["trace_level"]) for run in runs] == [
+        str(level) for level in (TraceLevel.NO_TRACE, TraceLevel.APPLICATION, TraceLevel.MODEL)
+    ]
+    headline, *traced = runs
+    assert headline["scenario"] is not None
+    assert headline["save_output"] == output
+    assert headline["trace_file"] is None
+    for run in traced:
+        assert (run["scenario"], run["find_peak"], run["save_output"]) == (None, False, None)
+    assert [run["trace_file"] for run in traced] == [None, file]
+    assert result.scenario is not None
+    assert result.scenario.queries >= 8
+    assert result.output_file == str(output)
+    assert output.is_file()
+    trace = result.trace
+    assert trace is not None
+    assert trace["file"] == str(file)
+    assert trace["otlp"] == receiver.endpoint + "/v1/traces"
+    # one trace reached the collector: the deepest level's
+    assert len({s["trace_id"] for s in receiver.spans}) == 1
+    (root,) = [s for s in receiver.spans if not s["parent_span_id"]]
+    assert root["attributes"]["evaluation_id"] == trace["levels"][-1]["evaluation_id"]
+    assert len(receiver.spans) == len(spans_of(str(file))[0])
+
+
+def test_an_unwritable_trace_file_is_refused_before_the_run(home: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file, not a folder")
+    batches: list[int] = []
+    for mode in ("single", "leveled"):
+        with pytest.raises(TraceError, match=r"cannot be written: folder .*blocker"):
+            evaluate(
+                "digits_cnn",
+                trace_level="MODEL",
+                trace_mode=mode,
+                trace_file=blocker / "eval.trace.json",
+                progress=lambda done, total: batches.append(done),
+                agent="pytorch",
+                threads=1,
+                track=False,
+            )
+    with pytest.raises(TraceError, match="is a folder"):
+        evaluate("digits_cnn", trace_level="MODEL", trace_file=tmp_path, **QUICK)
+    assert batches == []  # nothing ran
+    assert len(ResultsDB()) == 0
+
+
+def test_a_trace_file_that_fails_at_export_is_a_warning_and_the_result_is_stored(
+    home: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    folder = tmp_path / "traces"
+
+    def break_the_folder(done: int, total: int) -> None:
+        if folder.is_dir():  # passed the early check; gone by the export
+            shutil.rmtree(folder)
+            folder.write_text("now a file")
+
+    result = evaluate(
+        "digits_cnn",
+        batch_size=16,
+        num_batches=3,
+        trace_level="MODEL",
+        trace_file=folder / "eval.trace.json",
+        progress=break_the_folder,
+        agent="pytorch",
+        threads=1,
+        track=False,
+    )
+    assert result.num_batches == 3
+    assert result.trace is not None
+    assert result.trace["file"] is None
+    assert result.trace["spans"] > 0
+    (warning,) = [w for w in result.warnings if "trace file could not be written" in w]
+    assert str(folder / "eval.trace.json") in warning
+    stored = ResultsDB().get(result.id)
+    assert warning in stored.warnings
+    assert stored.throughput == result.throughput
 
 
 def test_the_results_database_gains_the_trace_file_column(home: Path, tmp_path: Path) -> None:

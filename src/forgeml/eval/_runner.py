@@ -604,20 +604,38 @@ def _span(tracing: Any, name: str, **attrs: Any) -> contextlib.AbstractContextMa
 
 def _leveled(options: dict[str, Any], level: Any) -> EvalResult:
     """``trace_mode="leveled"``: one evaluation per trace level up to ``level`` (see
-    :func:`forgeml.trace._eval.run_leveled`); stored and tracked once, as the untraced run."""
-    from forgeml.trace._eval import run_leveled
+    :func:`forgeml.trace._eval.run_leveled`); stored and tracked once, as the untraced run.
+
+    The untraced run is the headline: it alone runs the scenario and writes
+    ``save_output``. Only the deepest level's trace goes to ``trace_file`` and over OTLP.
+    """
+    from forgeml.trace._eval import check_trace_file, otlp_off, run_leveled
+    from forgeml.trace._levels import TraceLevel
+
+    # refuse a bad trace file or endpoint before the first run, not after the last
+    check_trace_file(options["trace_file"])
+    if options["trace_endpoint"] is not None:
+        from forgeml.trace._otlp import otlp_settings
+
+        otlp_settings(options["trace_endpoint"])
 
     def run(each: Any) -> EvalResult:
-        return evaluate(
-            **{
-                **options,
-                "trace_level": each,
-                "trace_mode": "single",
-                "trace_file": options["trace_file"] if each == level else None,
-                "store": False,
-                "track": False,
-            }
-        )
+        deepest = each == level
+        kwargs = {
+            **options,
+            "trace_level": each,
+            "trace_mode": "single",
+            "trace_file": options["trace_file"] if deepest else None,
+            "trace_endpoint": options["trace_endpoint"] if deepest else None,
+            "store": False,
+            "track": False,
+        }
+        if each != TraceLevel.NO_TRACE:
+            kwargs.update(scenario=None, find_peak=False, save_output=None)
+        if deepest:
+            return evaluate(**kwargs)
+        with otlp_off():
+            return evaluate(**kwargs)
 
     result: EvalResult
     result, record = run_leveled(run, level)
@@ -640,8 +658,9 @@ def _run_warmup(
     manifest: Manifest,
     predictor: Predictor,
     sync: Callable[[], None] | None,
-) -> None:
-    """Run ``count`` batches end to end, not timed or scored (restarting the data if short)."""
+) -> int:
+    """Run ``count`` batches end to end, not timed or scored (restarting the data if short);
+    returns how many ran."""
     done = 0
     while done < count:
         ran = 0
@@ -652,8 +671,9 @@ def _run_warmup(
             task.postprocess(outputs, manifest)
             ran += 1
         if ran == 0:
-            return
+            return done
         done += ran
+    return done
 
 
 def _timed_loop(
@@ -788,7 +808,9 @@ def evaluate(
         trace_mode: ``"single"`` (one traced run), or ``"leveled"``: one run per
             level up to ``trace_level``, each level's latency from its own run; the
             result's latencies are the untraced run's, ``result.trace["levels"]``
-            has each level's figures and overhead.
+            has each level's figures and overhead. Only the untraced run runs the
+            ``scenario`` and writes ``save_output``; only the deepest level's trace
+            goes to ``trace_file`` and over OTLP.
         trace_file: where the Chrome/Perfetto trace file goes (default
             ``$FORGEML_HOME/traces/<id>.trace.json``).
         trace_endpoint: also send the trace over OTLP to this collector
@@ -890,9 +912,16 @@ def evaluate(
         with _session(predictor):
             with _span(tracing, "warmup", batches=num_warmup):
                 _run_warmup(data, batch_size, num_warmup, the_task, manifest, predictor, sync)
-            loop: Callable[..., tuple[int, int, int]] = (
-                _timed_loop if tracing is None else tracing.loop
-            )
+            loop: Callable[..., tuple[int, int, int]] = _timed_loop
+            traced: dict[str, Any] = {}
+            if tracing is not None:
+                loop = tracing.loop
+
+                def warm_again(limit: int) -> int:  # for a session a layer tracer swaps in
+                    count = min(limit, num_warmup)
+                    return _run_warmup(data, batch_size, count, the_task, manifest, predictor, sync)
+
+                traced["warmup"] = warm_again
             bar = _Progress(progress, total_batches, f"{manifest.name} ({the_agent.name})")
             try:
                 done, samples, elapsed_ns = loop(
@@ -909,6 +938,7 @@ def evaluate(
                     progress=bar.callback,
                     stride=bar.stride,
                     total=total_batches,
+                    **traced,
                 )
             finally:
                 bar.close()

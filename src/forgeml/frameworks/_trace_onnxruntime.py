@@ -2,7 +2,16 @@
 
 For a traced run the predictor's session is swapped for a second session over
 the same model with ``SessionOptions.enable_profiling`` on (same providers and
-options). After the run ONNX Runtime's profile (JSON) is read back: the k-th
+options). The runner warms the new session up (:meth:`OrtNodeTracer.warm`, the
+evaluation's warmup batches again, at most :data:`PROFILED_RUNS`), so the first
+timed batches do not pay its warm-up; those runs are left out of the spans.
+The first :data:`PROFILED_RUNS` timed predict calls are profiled; then profiling
+ends (``end_profiling``) and later calls run unprofiled on the same, warm
+session, so the profile and the trace stay bounded (a note says how many calls
+have node spans). ONNX Runtime cannot restart profiling on a session, and a
+fresh session mid-run would pay its warm-up inside the timed loop.
+
+After the run ONNX Runtime's profile (JSON) is read back: the k-th timed
 ``model_run`` event is the k-th predict call, and its node events
 (``<node>_kernel_time``, with ``op_name`` and provider) become spans under that
 predict span, shifted onto forgeml's clock by one offset per call. ONNX Runtime
@@ -15,6 +24,7 @@ import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +33,9 @@ import onnxruntime
 from forgeml.trace._levels import TraceLevel
 from forgeml.trace._tracer import Tracer
 
+#: Timed predict calls profiled (node spans); later ones run unprofiled. Also the most
+#: warmup runs the profiled session gets.
+PROFILED_RUNS = 100
 _FRAMEWORK = int(TraceLevel.FRAMEWORK)
 
 
@@ -53,23 +66,38 @@ class OrtNodeTracer:
             ],
         )
         wrapper.session = self.session
-        #: (predict span id, start ns, end ns) per call, in order
+        #: (predict span id, start ns, end ns) per profiled call, in order
         self.calls: list[tuple[int, int, int]] = []
+        #: predict calls seen (profiled or not)
+        self.seen = 0
+        #: warmup runs at the head of the profile (not predict calls of the timed loop)
+        self.skip = 0
+        #: the profile file, once profiling has ended
+        self.profile: str | None = None
         self._open: tuple[int, int] | None = None
 
+    def warm(self, run: Callable[[int], int]) -> None:
+        """Warm the profiled session up: ``run(n)`` runs up to ``n`` warmup batches through
+        the predictor (now on this session) and returns how many ran."""
+        self.skip = run(PROFILED_RUNS)
+
     def begin(self, batch: int) -> None:
-        stack = self.tracer._stack
-        self._open = (stack[-1][0], stack[-1][3])
+        if self.profile is None:
+            stack = self.tracer._stack
+            self._open = (stack[-1][0], stack[-1][3])
 
     def end(self, batch: int) -> None:
+        self.seen += 1
         if self._open is not None:
             self.calls.append((self._open[0], self._open[1], self.tracer.clock()))
             self._open = None
+            if len(self.calls) >= PROFILED_RUNS:
+                self.profile = self.session.end_profiling()  # read back in close()
 
     def close(self) -> None:
         self.wrapper.session = self.original
         try:
-            path = self.session.end_profiling()
+            path = self.profile if self.profile is not None else self.session.end_profiling()
             events = json.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             self.tracer.notes.append(f"ONNX Runtime's profile could not be read: {exc}")
@@ -81,6 +109,12 @@ class OrtNodeTracer:
             with contextlib.suppress(OSError):
                 os.rmdir(self.folder)
         self._convert(events)
+        if self.seen > len(self.calls):
+            self.tracer.notes.append(
+                f"ONNX Runtime profiled the first {len(self.calls)} of {self.seen} predict calls: "
+                f"node spans for those only (later calls ran unprofiled on the same session, "
+                f"which keeps the trace bounded)."
+            )
 
     def _convert(self, events: list[dict[str, Any]]) -> None:
         tracer = self.tracer
@@ -94,6 +128,7 @@ class OrtNodeTracer:
             key=lambda e: int(e.get("ts", 0)),
         )
         runs.sort(key=lambda e: int(e.get("ts", 0)))
+        runs = runs[self.skip :]  # the warmup runs
         position = 0
         for run, call in zip(runs, self.calls, strict=False):
             sid, start_ns, end_ns = call

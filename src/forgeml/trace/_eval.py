@@ -11,12 +11,15 @@ OTLP when an endpoint is given or configured in the environment.
 :func:`run_leveled` is ``trace_mode="leveled"``: one run per level up to the
 one asked for, each level's latency from its own run (after XSP, MLModelScope's
 profiler), so deeper levels' hooks never inflate a shallower level's figures.
+Only the deepest level's trace goes over OTLP (:func:`otlp_off` holds the others back).
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -48,6 +51,50 @@ def default_trace_path(evaluation_id: str) -> Path:
     return forgeml_home() / "traces" / f"{evaluation_id}.trace.json"
 
 
+def check_trace_file(trace_file: str | os.PathLike[str] | None) -> Path | None:
+    """The trace file's path (None: the default folder), after checking that its folder can
+    be created and written, so a bad ``trace_file`` fails before the evaluation runs rather
+    than after it. Raises :class:`TraceError` saying why and what to pass instead."""
+    path = Path(trace_file).expanduser() if trace_file is not None else None
+    if path is not None and path.is_dir():
+        raise TraceError(
+            f"The trace file '{trace_file}' is a folder. Give a file path, e.g. "
+            f"'{path / 'eval.trace.json'}'."
+        )
+    folder = path.parent if path is not None else default_trace_path("x").parent
+    what = f"trace file '{trace_file}'" if path is not None else "default trace folder"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder, prefix=".forgeml-write-check-"):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        fix = (
+            "Pass --trace_file (trace_file=) in a folder you can write."
+            if path is not None
+            else "Set FORGEML_HOME to a folder you can write, or pass --trace_file."
+        )
+        raise TraceError(
+            f"The {what} cannot be written: folder '{folder}' cannot be created or written "
+            f"({reason}). {fix}"
+        ) from None
+    return path
+
+
+_OTLP_OFF: contextvars.ContextVar[bool] = contextvars.ContextVar("forgeml_otlp_off", default=False)
+
+
+@contextlib.contextmanager
+def otlp_off() -> Iterator[None]:
+    """Within this block, evaluations write their trace file but send nothing over OTLP
+    (the leveled mode's shallower runs: one trace per evaluation reaches the collector)."""
+    token = _OTLP_OFF.set(True)
+    try:
+        yield
+    finally:
+        _OTLP_OFF.reset(token)
+
+
 class EvalTracing:
     """The trace of one evaluation (see the module docstring)."""
 
@@ -65,7 +112,7 @@ class EvalTracing:
         self.tracer = Tracer(level, capacity=capacity, sample_batches=sample_batches)
         if self.tracer.level <= 0:
             raise TraceError("EvalTracing needs a trace level above NO_TRACE.")
-        self.trace_file = Path(trace_file).expanduser() if trace_file is not None else None
+        self.trace_file = check_trace_file(trace_file)  # before the run, not after it
         self.endpoint = endpoint
         self.protocol = protocol
         if endpoint is not None:
@@ -97,9 +144,17 @@ class EvalTracing:
         return attach(predictor, self.tracer)
 
     @contextlib.contextmanager
-    def _attached(self, predictor: Any) -> Iterator[Any]:
+    def _attached(
+        self, predictor: Any, warmup: Callable[[int], int] | None = None
+    ) -> Iterator[Any]:
         level = self.tracer.level
         hooks = self._attach(predictor) if level >= TraceLevel.FRAMEWORK else None
+        warm = getattr(hooks, "warm", None)
+        if warm is not None and warmup is not None:
+            # a layer tracer that swapped in a new session (ONNX Runtime) warms it up, so
+            # the first timed batches do not pay its warm-up
+            with self.span("warmup_traced_session", _APP):
+                warm(warmup)
         sampler = None
         if level >= TraceLevel.HARDWARE:
             from forgeml.trace._hardware import HardwareSampler
@@ -130,10 +185,13 @@ class EvalTracing:
         progress: Callable[[int, int], None] | None,
         stride: int,
         total: int,
+        warmup: Callable[[int], int] | None = None,
     ) -> tuple[int, int, int]:
         """The runner's timed loop with spans: same arguments, same result, same timings
-        (the phases are timed with the same clock readings the spans use)."""
-        with self._attached(predictor) as hooks:
+        (the phases are timed with the same clock readings the spans use). ``warmup(n)``
+        runs up to ``n`` warmup batches and returns how many ran; a layer tracer that
+        replaces the model's session uses it to warm the new session before timing."""
+        with self._attached(predictor, warmup) as hooks:
             return self._loop(
                 batches,
                 preprocess=task.preprocess,
@@ -204,15 +262,16 @@ class EvalTracing:
                     end(done)
                 stack.pop()
                 record(pid, bid, "predict", _MODEL, t1, t2, None)
+                t2p = clock() if end is not None else t2  # the hook's time is in no phase
             else:
                 outputs = predict(inputs)
                 if sync is not None:
                     sync()
-                t2 = clock()
+                t2 = t2p = clock()
             predictions = postprocess(outputs, manifest)
             t3 = clock()
             record(new_id(), bid, "preprocess", _APP, t0, t1, None)
-            record(new_id(), bid, "postprocess", _APP, t2, t3, None)
+            record(new_id(), bid, "postprocess", _APP, t2p, t3, None)
             size = len(batch.ids)
             record(bid, parent, "batch", _APP, t0, t3, {"index": done, "size": size})
             if update is not None:
@@ -221,8 +280,8 @@ class EvalTracing:
                 sink(batch, predictions, outputs)
             pre_buf[filled] = t1 - t0
             pred_buf[filled] = t2 - t1
-            post_buf[filled] = t3 - t2
-            total_buf[filled] = t3 - t0
+            post_buf[filled] = t3 - t2p
+            total_buf[filled] = t3 - t0 - (t2p - t2)
             filled += 1
             samples += size
             done += 1
@@ -271,7 +330,16 @@ class EvalTracing:
         from forgeml.trace._registries import TRACE_EXPORTERS
 
         path = self.trace_file or default_trace_path(result.id)
-        written = TRACE_EXPORTERS.load("chrome").export(tracer, path)
+        written: str | None = None
+        try:
+            written = TRACE_EXPORTERS.load("chrome").export(tracer, path)
+        except Exception as exc:  # disk full, folder gone: the evaluation still counts
+            detail = str(exc) if isinstance(exc, ForgeMLError) else f"{type(exc).__name__}: {exc}"
+            self.warnings.append(
+                f"The trace file could not be written to '{path}' ({detail}). The evaluation "
+                f"itself is complete; run it again with --trace_file in a folder you can write "
+                f"for its trace."
+            )
         info: dict[str, Any] = {
             "level": tracer.level_name,
             "mode": "single",
@@ -287,7 +355,7 @@ class EvalTracing:
             )
         from forgeml.trace._otlp import otlp_configured
 
-        if self.endpoint is not None or otlp_configured():
+        if not _OTLP_OFF.get() and (self.endpoint is not None or otlp_configured()):
             try:
                 info["otlp"] = TRACE_EXPORTERS.load("otlp").export(
                     tracer, self.endpoint, protocol=self.protocol
@@ -296,8 +364,8 @@ class EvalTracing:
                 self.warnings.append(f"The trace was not sent over OTLP: {exc}")
             except Exception as exc:  # network and SDK errors: the evaluation still counts
                 self.warnings.append(
-                    f"The trace was not sent over OTLP ({type(exc).__name__}: {exc}). It is "
-                    f"in {written}."
+                    f"The trace was not sent over OTLP ({type(exc).__name__}: {exc})."
+                    + (f" It is in {written}." if written else "")
                 )
         return info
 
