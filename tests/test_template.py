@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ from forgeml.eval import load_manifest
 from forgeml.template import (
     ANSWERS_FILE,
     FRAMEWORKS,
+    MAX_NAME,
     RECORD_FILE,
     TemplateError,
     forgeml_requirement,
@@ -180,6 +182,112 @@ def test_names_and_frameworks_are_checked(tmp_path: Path) -> None:
     code, output = invoke("new", str(tmp_path / "y"), "--framework", "pytorch")
     assert code == 2
     assert "'pytorch' is not one of" in output
+
+
+def ruff_passes(root: Path) -> None:
+    for command in (["check", "--no-cache", "."], ["format", "--no-cache", "--check", "."]):
+        done = subprocess.run(
+            [str(BIN / "ruff"), *command], cwd=root, capture_output=True, text=True, check=False
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+
+
+#: Free text that would end a string, a line or a recipe if it were pasted unescaped.
+NASTY = (
+    'Matches \\d digits """ end\n$HOME $(shell id) `id` \'q\' "x" {{ y }} \x7f \u2028 \U0001f600\\'
+)
+
+
+def test_a_free_text_description_is_rendered_safely(tmp_path: Path) -> None:
+    code, output = invoke("new", str(tmp_path / "demo"), "--no-git", "--description", NASTY)
+    assert code == 0, output
+    root = tmp_path / "demo"
+    for source in root.rglob("*.py"):
+        compile(source.read_text(), str(source), "exec")
+    ruff_passes(root)
+    pyproject = tomllib.loads((root / "pyproject.toml").read_text())
+    assert pyproject["project"]["description"] == NASTY
+    manifest = yaml.safe_load((root / "models" / "demo.yml").read_text())
+    assert manifest["description"] == NASTY
+    assert load_manifest(root / "models" / "demo.yml").key == ("demo", "sklearn")
+    assert yaml.safe_load((root / ANSWERS_FILE).read_text())["description"] == NASTY
+    assert NASTY in (root / "README.md").read_text()  # markdown: the text as it is
+    for name in ("Makefile", ".envrc", "Dockerfile", "MLproject"):
+        assert "Matches" not in (root / name).read_text(), name  # no free text in recipes
+    # The answers file keeps it exactly: an update renders the same files again.
+    assert not update_project(root).changed
+
+
+def test_long_names_stay_within_the_generated_line_length(tmp_path: Path) -> None:
+    name = "Long-" + "x" * (MAX_NAME - 5)
+    root = tmp_path / name
+    new_project(root, framework="torch", git=False)
+    ruff_passes(root)
+    with pytest.raises(TemplateError, match=f"at most {MAX_NAME} characters"):
+        package_name(name + "y")
+
+
+def test_what_lands_in_the_makefile_is_checked(tmp_path: Path) -> None:
+    for requirement in ("x'; touch /tmp/p; '", "forgeml $(shell id)", "a\nall:", "f # c", " "):
+        with pytest.raises(TemplateError, match="lands in the project's Makefile"):
+            new_project(tmp_path / "demo", git=False, forgeml=requirement)
+        assert not (tmp_path / "demo").exists()
+    with pytest.raises(TemplateError, match="lone surrogate"):
+        new_project(tmp_path / "demo", git=False, description="bad \udc80")
+
+    root = tmp_path / "demo"
+    new_project(root, git=False, forgeml="forgeml[sklearn]==0.1.0")
+    record = (root / RECORD_FILE).read_text()
+    (root / RECORD_FILE).write_text(record.replace("forgeml[sklearn]==0.1.0", "x'; id; '"))
+    with pytest.raises(TemplateError, match=r"is damaged .*not a safe requirement"):
+        update_project(root)
+
+
+#: Edits of .copier-answers.yml an update refuses, and what it says.
+WRONG_ANSWERS = [
+    ("project_name: demo", "project_name: 'x; touch /tmp/p'", "must start with a letter"),
+    ("project_name: demo", "project_name: json", "would shadow a module"),
+    ("project_name: demo", "project_name: [demo]", "it must be text"),
+    ("package_name: demo", "package_name: 'x; touch /tmp/p'", "Set it to 'demo'"),
+    ("package_name: demo", "package_name: other", "must be 'demo', the package of"),
+    ("framework: sklearn", "framework: sklaern", "Did you mean 'sklearn'"),
+    ("framework: sklearn", "framework: null", "must be one of keras, sklearn"),
+    ("python_version: '3.11'", "python_version: 3.10", "python_version: 3.1 in"),
+    ("python_version: '3.11'", "python_version: '3.11\"; x'", "such as '3.11'"),
+    ("description: ", "description: [1]\nx: ", "description: [1] in"),
+]
+
+
+def test_update_refuses_wrong_answers_and_changes_nothing(tmp_path: Path) -> None:
+    root = tmp_path / "demo"
+    new_project(root, git=False, description="A demo.")
+    answers = root / ANSWERS_FILE
+    original = answers.read_text()
+    files = {p: p.read_bytes() for p in root.rglob("*") if p.is_file() and p != answers}
+    for old, new, message in WRONG_ANSWERS:
+        assert old in original, old
+        answers.write_text(original.replace(old, new))
+        with pytest.raises(TemplateError) as caught:
+            update_project(root)
+        text = str(caught.value)
+        assert message in text, text
+        assert text.startswith(f"The answer {new.partition(':')[0]}: "), text
+        assert f"git checkout -- {ANSWERS_FILE}" in text
+        assert "Nothing was updated" in text
+        assert {p: p.read_bytes() for p in files} == files
+
+    # Answers the template computes are never taken from the file.
+    answers.write_text(original + "forgeml_extras: 'x; touch /tmp/p'\nagent: '$(id)'\n")
+    result = update_project(root)
+    assert not result.changed
+    assert "/tmp/p" not in (root / "Makefile").read_text()
+    assert set(result.answers) <= {
+        "project_name",
+        "package_name",
+        "framework",
+        "description",
+        "python_version",
+    }
 
 
 def test_forgeml_requirement_names_this_installation() -> None:

@@ -30,7 +30,13 @@ from forgeml.template import FRAMEWORKS, ProjectResult, TemplateError, new_proje
     help="Apply the template's changes to the existing project NAME (default: the current "
     "folder), keeping your edits (three-way merge).",
 )
-@click.option("--description", metavar="TEXT", default=None, help="One sentence for the README.")
+@click.option(
+    "--description",
+    metavar="TEXT",
+    default=None,
+    help="One sentence for the README, pyproject.toml and the model's manifest (any text: "
+    "it is escaped where it lands).",
+)
 @click.option(
     "--forgeml",
     "forgeml_req",

@@ -52,10 +52,17 @@ PACKAGE_FRAMEWORKS = {
     "xgboost": ["xgboost", "sklearn"],
 }
 ANSWERS_FILE = ".copier-answers.yml"
+#: The longest project name: the generated code stays within its 100-character lines.
+MAX_NAME = 40
 #: The answers a project keeps (the others are computed at every rendering).
 _STORED = ("project_name", "package_name", "framework", "description", "python_version")
 RECORD_FILE = ".forgeml-template.json"
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+_PYTHON_VERSION = re.compile(r"^3\.[0-9]{1,2}$")
+#: Characters a Makefile variable cannot hold safely (quoting, expansion, comments).
+_UNSAFE_IN_MAKE = frozenset("'\"$`\\#")
+#: Escapes of ``_quoted``: the same in TOML, YAML and Python double-quoted strings.
+_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r"}
 #: Package names that would shadow what the project imports.
 _TAKEN = {"forgeml", "tests", "test", "src", "torch", "sklearn", "keras", "xgboost", "numpy"}
 
@@ -143,6 +150,60 @@ def _check_framework(framework: str) -> str:
     return framework
 
 
+def _check_description(description: object) -> str:
+    if not isinstance(description, str):
+        raise TemplateError(
+            f"A project's description must be text. Got {description!r} "
+            f"({type(description).__name__}): quote it."
+        )
+    try:
+        description.encode("utf-8")
+    except UnicodeEncodeError:
+        raise TemplateError(
+            f"A project's description must be valid Unicode text. Got {description!r}, which "
+            f"holds a lone surrogate: remove it."
+        ) from None
+    return description
+
+
+def _unsafe_in_make(text: str) -> list[str]:
+    return sorted({c for c in text if c in _UNSAFE_IN_MAKE or not c.isprintable()})
+
+
+def _check_requirement(requirement: str) -> str:
+    """A pip requirement for the Makefile's ``FORGEML ?= ...``, which its recipes quote."""
+    unsafe = _unsafe_in_make(requirement)
+    if not requirement.strip() or unsafe:
+        raise TemplateError(
+            f"The forgeml requirement (--forgeml) lands in the project's Makefile, so it may "
+            f"not be empty or hold quotes, '$', '`', '\\', '#' or control characters. Got "
+            f"{requirement!r}"
+            + (f" (with {', '.join(repr(c) for c in unsafe)})" if unsafe else "")
+            + ". Give a pip requirement such as 'forgeml[sklearn]==0.1.0' or a folder path."
+        )
+    return requirement
+
+
+def _quoted(text: str) -> str:
+    """``text`` as a double-quoted string that TOML, YAML and Python all read as ``text``.
+
+    Quotes, backslashes and line breaks are escaped, and so is every character that is
+    not printable (``\\uXXXX``), so that free text cannot end the string or the line.
+    """
+    out = ['"']
+    for char in text:
+        if char in _ESCAPES:
+            out.append(_ESCAPES[char])
+        elif char.isprintable():
+            out.append(char)
+        elif ord(char) > 0xFFFF:
+            out.append(f"\\U{ord(char):08x}")
+        else:
+            out.append(f"\\u{ord(char):04x}")
+    out.append('"')
+    return "".join(out)
+
+
 def package_name(project_name: str) -> str:
     """The Python package of a project: its name in lower case, ``-`` as ``_``.
 
@@ -154,6 +215,12 @@ def package_name(project_name: str) -> str:
             f"A project's name must start with a letter and hold only letters, digits, '-' "
             f"and '_' (it names the folder, the distribution and the package). "
             f"Got '{project_name}'."
+        )
+    if len(project_name) > MAX_NAME:
+        raise TemplateError(
+            f"A project's name may have at most {MAX_NAME} characters (it names the package, "
+            f"and longer names push the generated code past its line length). Got "
+            f"'{project_name}' ({len(project_name)} characters): choose a shorter name."
         )
     package = project_name.lower().replace("-", "_")
     if keyword.iskeyword(package) or package in _TAKEN or package in sys.stdlib_module_names:
@@ -194,7 +261,7 @@ def new_project(
         "framework": _check_framework(framework),
     }
     if description is not None:
-        answers["description"] = description
+        answers["description"] = _check_description(description)
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise TemplateError(
             f"'{target}' already exists and is not empty: forgeml new writes only into a new "
@@ -241,7 +308,6 @@ def update_project(
     answers = _read_answers(root)
     base, given = _read_record(root)
     forgeml = forgeml or given  # a requirement given to forgeml new stays
-    _check_framework(str(answers.get("framework", "")))
     with tempfile.TemporaryDirectory(prefix="forgeml-update-") as tmp:
         staging = Path(tmp) / "project"
         new, answers = _render(template, answers, staging, forgeml=forgeml)
@@ -270,9 +336,11 @@ def _render(
     framework = str(answers["framework"])
     data = {
         **{k: v for k, v in answers.items() if not k.startswith("_")},
-        "forgeml_requirement": forgeml or forgeml_requirement(framework),
+        "forgeml_requirement": _check_requirement(forgeml or forgeml_requirement(framework)),
         "forgeml_version": __version__,
     }
+    if "description" in answers:  # else the template's default (its own quoting)
+        data["description_quoted"] = _quoted(_check_description(answers["description"]))
     import copier
 
     try:
@@ -341,13 +409,77 @@ def _read_answers(root: Path) -> dict[str, Any]:
             f"'forgeml new --update' in a folder made with 'forgeml new', or create one with "
             f"'forgeml new NAME'."
         )
-    answers = yaml.safe_load(path.read_text(encoding="utf-8"))
+    try:
+        answers = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise TemplateError(
+            f"{path} is not valid YAML ({exc}). Restore it from git: git checkout -- {ANSWERS_FILE}"
+        ) from None
     if not isinstance(answers, dict) or "project_name" not in answers:
         raise TemplateError(
             f"{path} does not hold a project's answers (project_name, framework, ...). "
             f"Restore it from git: git checkout -- {ANSWERS_FILE}"
         )
-    return {k: v for k, v in answers.items() if not str(k).startswith("_")}
+    return _check_answers(answers, path)
+
+
+def _check_answers(answers: Mapping[Any, Any], path: Path) -> dict[str, Any]:
+    """The answers an update renders with, checked as ``new_project`` checks its arguments.
+
+    The file is text anyone can edit, and its values land in the Makefile, pyproject.toml
+    and the package's folder: a wrong one is refused, never rendered. Only the answers a
+    project keeps are used (the template computes the others).
+    """
+
+    def wrong(key: str, why: str, fix: str) -> TemplateError:
+        return TemplateError(
+            f"The answer {key}: {answers.get(key)!r} in {path} is wrong: {why} Nothing was "
+            f"updated. {fix} (or restore the file from git: git checkout -- {ANSWERS_FILE}), "
+            f"then run 'forgeml new --update' again."
+        )
+
+    project = answers["project_name"]
+    if not isinstance(project, str):
+        raise wrong("project_name", "it must be text.", "Set it to the project's name")
+    try:
+        package = package_name(project)
+    except TemplateError as exc:
+        raise wrong("project_name", str(exc), "Set it to the project's name") from None
+    stored = answers.get("package_name", package)
+    if not isinstance(stored, str) or not stored.isidentifier() or stored != package:
+        raise wrong(
+            "package_name",
+            f"it must be '{package}', the package of project_name '{project}'.",
+            f"Set it to '{package}'",
+        )
+    framework = answers.get("framework")
+    if framework not in FRAMEWORKS:
+        raise wrong(
+            "framework",
+            f"it must be one of {', '.join(FRAMEWORKS)}."
+            + did_you_mean(str(framework), FRAMEWORKS),
+            "Set it to the framework the project was made for",
+        )
+    checked: dict[str, Any] = {"project_name": project, "package_name": package}
+    checked["framework"] = framework
+    if "description" in answers:
+        description = answers["description"]
+        if not isinstance(description, str):
+            raise wrong("description", "it must be text.", "Quote it")
+        try:
+            checked["description"] = _check_description(description)
+        except TemplateError as exc:
+            raise wrong("description", str(exc), "Correct it") from None
+    if "python_version" in answers:
+        version = answers["python_version"]
+        if not isinstance(version, str) or not _PYTHON_VERSION.match(version):
+            raise wrong(
+                "python_version",
+                "it must be a Python version as quoted text, such as '3.11'.",
+                "Set it to the version as quoted text, such as '3.11'",
+            )
+        checked["python_version"] = version
+    return checked
 
 
 def _encode(data: bytes) -> str | dict[str, str]:
@@ -374,6 +506,8 @@ def _read_record(root: Path) -> tuple[dict[str, bytes], str | None]:
         if outside:
             raise ValueError(f"paths outside the project: {', '.join(outside)}")
         given = record.get("forgeml_requirement")
+        if given and _unsafe_in_make(str(given)):
+            raise ValueError(f"forgeml_requirement {given!r} is not a safe requirement")
         return files, str(given) if given else None
     except FileNotFoundError:
         raise TemplateError(
