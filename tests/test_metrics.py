@@ -196,11 +196,38 @@ def test_tensorflow_datasets_score_the_same(
     )
 
 
+def test_one_score_per_sample_is_a_binary_output() -> None:
+    y = np.array([0, 1, 1, 0, 1])
+    probabilities = np.array([0.1, 0.9, 0.4, 0.6, 0.51])  # class 1 above 0.5
+    logits = np.array([[-2.0], [3.0], [-0.1], [0.2], [0.02]])  # a column; class 1 above 0
+    predicted = np.array([0, 1, 0, 1, 1])
+    expected = {
+        "accuracy": skm.accuracy_score(y, predicted),
+        "f1": skm.f1_score(y, predicted, average="macro"),
+        "confusion_matrix": skm.confusion_matrix(y, predicted).tolist(),
+    }
+    for outputs in (probabilities, logits, probabilities.astype(np.float32)):
+        result = compute(y, outputs, list(expected))
+        assert result["confusion_matrix"] == expected["confusion_matrix"]
+        assert (result["accuracy"], result["f1"]) == pytest.approx(
+            (expected["accuracy"], expected["f1"])
+        )
+    assert accuracy(y, probabilities) == pytest.approx(0.6)
+    assert accuracy([0, 1], [-3.0, 2.0]) == 1.0  # whole numbers, but a negative one: logits
+    assert accuracy([0, 1], [0.0, 1.0]) == 1.0  # whole numbers >= 0: class indices, as before
+    streamed = MetricSet("accuracy")  # each batch read alone: probabilities, then logits
+    streamed.update(y[:2], probabilities[:2])
+    streamed.update(y[2:], logits[2:])
+    assert streamed.result()["accuracy"] == pytest.approx(0.6)
+
+
 def test_errors_say_what_and_how_to_fix() -> None:
     with pytest.raises(TrainError, match=r"Unknown metric 'acuracy'.*Did you mean 'accuracy'\?"):
         compute([0], [0], "acuracy")
-    with pytest.raises(TrainError, match="fractional values"):
-        compute([0, 1], [0.2, 0.7], "accuracy")
+    with pytest.raises(TrainError, match=r"\(e\.g\. 0\.2\)\. .*only for 0/1 targets.*class 2"):
+        compute([0, 2], [0.2, 0.7], "accuracy")  # one value per sample, not a binary task
+    with pytest.raises(TrainError, match="non-finite value"):
+        compute([0, 1], [0.2, np.nan], "accuracy")
     with pytest.raises(TrainError, match="3 targets but outputs of shape"):
         compute([0, 1, 2], [0, 1], "accuracy")
     with pytest.raises(TrainError, match="top2_accuracy needs class scores"):

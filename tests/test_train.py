@@ -214,6 +214,19 @@ def test_checkpoints_and_resume_give_the_uninterrupted_result(digits: Data, tmp_
     assert restored.evaluate(test)["accuracy"] == result.history[0]["val_accuracy"]
 
 
+def test_resume_takes_the_highest_epoch_by_number(tmp_path: Path) -> None:
+    from forgeml.frameworks._train_torch import _latest_checkpoint
+
+    assert _latest_checkpoint(tmp_path) is None
+    for name in ("epoch-0002", "epoch-9999", "epoch-10000", "epoch-10001", "epoch-x"):
+        (tmp_path / name).mkdir()
+        if name != "epoch-10001":  # an incomplete checkpoint has no state.json yet
+            (tmp_path / name / "state.json").write_text("{}")
+    latest = _latest_checkpoint(tmp_path)
+    assert latest is not None
+    assert latest.name == "epoch-10000"  # a sort by name would pick epoch-9999
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message without a GPU")
 def test_a_gpu_device_without_a_gpu_says_so(digits: Data) -> None:
     train, _ = digits

@@ -92,6 +92,8 @@ def test_space_parses_flat_nested_and_list_forms() -> None:
         ({"type": "int", "low": 0.5, "high": 3}, "needs an integer 'low'"),
         ({"type": "float", "low": 0, "hgh": 1}, "unknown field(s) hgh"),
         ({"type": "categorical", "choices": []}, "non-empty list of choices"),
+        ([[32, 32], [64]], "[32, 32] (list)"),
+        ({"type": "categorical", "choices": ["a", {"b": 1}]}, "string (e.g. 'wide'"),
         (3, "must be a distribution"),
     ],
 )
@@ -99,6 +101,11 @@ def test_space_errors_say_what_and_how(spec: object, message: str) -> None:
     with pytest.raises(TuneError, match=None) as err:
         tune.SearchSpace.from_dict({"p": spec})
     assert message in str(err.value)
+
+
+def test_categorical_choices_may_be_none_bools_numbers_and_strings() -> None:
+    space = tune.SearchSpace.from_dict({"p": [None, True, 3, 0.5, "relu"]})
+    assert space.params[0].choices == (None, True, 3, 0.5, "relu")
 
 
 def test_space_checks_keys_against_the_config_and_grid_needs_steps() -> None:
@@ -215,6 +222,27 @@ def test_trials_of_dead_or_silent_workers_are_requeued(home: Path) -> None:
     assert states == ["FAIL", "RUNNING", "FAIL", "RUNNING", "RUNNING", "WAITING", "WAITING"]
     assert study.trials[5].system_attrs["fixed_params"] == study.trials[0].params  # queued again
     assert study.trials[6].user_attrs["forgeml.retry_of"] == 2
+
+
+def test_a_trial_finished_after_being_listed_is_left_alone(home: Path) -> None:
+    import optuna
+
+    storage = tune._study.open_storage(home / "s.journal", "s")
+    study = optuna.create_study(study_name="s", storage=storage)
+    trial = study.ask()
+    trial.suggest_float("x", 0, 1)
+    trial.set_user_attr("forgeml.worker", "elsewhere:12")
+    trial.set_user_attr("forgeml.heartbeat", time.time() - tune._study.STALE_AFTER - 60)
+    listed = study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+    assert tune._study._abandoned(listed[0], time.time())  # recovery would take it...
+    study.tell(trial, 0.7)  # ...but its worker was alive after all and finished it
+    study_id = storage.get_study_id_from_name("s")
+    assert not tune._study._abandon(study, storage, study_id, trial.number, listed[0].params)
+    (done,) = study.trials  # untouched: still complete, nothing queued again
+    assert (done.state.name, done.value, done.user_attrs.get("forgeml.stale")) == (
+        "COMPLETE", 0.7, None,
+    )  # fmt: skip
+    assert tune._study.recover_stale(study, storage) == []
 
 
 def default_journal(home: Path, study: str) -> Path:

@@ -261,7 +261,9 @@ def status_command(study: str, storage: str | None, show_trials: bool, as_json: 
 def _trial_rows(handle: Any) -> list[dict[str, Any]]:
     rows = []
     for t in handle.get_trials(deepcopy=False):
-        state = "ABANDONED" if t.user_attrs.get("forgeml.stale") else t.state.name
+        state = t.state.name
+        if state == "FAIL" and t.user_attrs.get("forgeml.stale"):
+            state = "ABANDONED"  # a worker died under it; it was queued again
         value = t.value
         if value is None and t.intermediate_values:
             value = t.intermediate_values[max(t.intermediate_values)]
@@ -301,8 +303,9 @@ def _trial_rows(handle: Any) -> list[dict[str, Any]]:
 @click.option(
     "--retrain",
     is_flag=True,
-    help="Run the entry again with the best config (same seed) and report its metric; with "
-    "--save-to, save the trained object the entry returns under 'object'.",
+    help="Run the entry again with the best config (same seed) and report its metric, which "
+    "equals the best trial's only if the config has a seed and the entry is deterministic; "
+    "with --save-to, save the trained object the entry returns under 'object'.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def best(

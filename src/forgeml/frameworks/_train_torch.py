@@ -407,16 +407,25 @@ def _restore_best_checkpoint(directory: Any, net: Any, epoch: int) -> None:
     adapter.load_state(net, best, state["files"]["model"])
 
 
+def _latest_checkpoint(root: Path) -> Path | None:
+    """The complete ``epoch-N`` folder with the highest N, by number (epoch-10000 comes
+    after epoch-9999, which a sort by name gets wrong), or None."""
+    done: list[tuple[int, Path]] = []
+    for path in root.glob("epoch-*"):
+        suffix = path.name.removeprefix("epoch-")
+        if suffix.isdigit() and (path / "state.json").is_file():
+            done.append((int(suffix), path))
+    return max(done)[1] if done else None
+
+
 def _load_latest(directory: Any, net: Any, optimizer: Any) -> dict[str, Any] | None:
     """Load the latest complete ``epoch-NNNN`` checkpoint into ``net`` and ``optimizer``."""
     from forgeml.frameworks import get_adapter
     from forgeml.io import load
 
-    root = Path(directory)
-    done = sorted(p for p in root.glob("epoch-*") if (p / "state.json").is_file())
-    if not done:
+    latest = _latest_checkpoint(Path(directory))
+    if latest is None:
         return None
-    latest = done[-1]
     adapter: Any = get_adapter("torch")
     try:
         state: dict[str, Any] = json.loads((latest / "state.json").read_text(encoding="utf-8"))

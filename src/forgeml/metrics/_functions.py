@@ -15,7 +15,12 @@ def _average(average: str) -> str:
 
 
 def accuracy(targets: Any, outputs: Any) -> float:
-    """The fraction of samples whose predicted class (index, or arg-max of scores) is right."""
+    """The fraction of samples whose predicted class is right.
+
+    ``outputs`` are class indices, class scores (their arg-max), or a binary
+    model's one score per sample (class 1 above 0.5 for probabilities in
+    [0, 1], above 0 for logits; see :class:`MetricSet`).
+    """
     return float(compute(targets, outputs, "accuracy")["accuracy"])
 
 

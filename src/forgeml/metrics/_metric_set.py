@@ -86,7 +86,10 @@ class MetricSet:
 
     Classification metrics take ``outputs`` as class indices (one per
     sample) or as scores, one column per class (the predicted class is the
-    arg-max; top-k accuracy needs scores). Regression metrics take one value
+    arg-max; top-k accuracy needs scores). A binary model's single score per
+    sample (floats that are not all whole numbers >= 0, targets 0/1) is
+    thresholded: at 0.5 when the batch's values lie in [0, 1] (probabilities),
+    else at 0 (logits), class 1 above it. Regression metrics take one value
     per sample. Targets and outputs may be numpy arrays, torch or TensorFlow
     tensors, or lists. ``num_classes`` fixes the number of classes (the macro
     averages then count every class, as ``labels=range(num_classes)`` does in
@@ -138,7 +141,11 @@ class MetricSet:
             )
         labels = _indices(truth, "target")
         scores = out if out.ndim == 2 and out.shape[1] > 1 else None
-        predicted = scores.argmax(axis=1) if scores is not None else _indices(out, "output")
+        if scores is not None:
+            predicted = scores.argmax(axis=1)
+        else:
+            binary = _binary_predictions(out, labels)
+            predicted = binary if binary is not None else _indices(out, "output")
         if labels.size == 0:
             return
         needed = int(max(labels.max(), predicted.max())) + 1
@@ -204,6 +211,39 @@ class MetricSet:
             seen = (support > 0) | (confusion.sum(axis=0) > 0)
             scores = scores[seen]
         return float(scores.mean())
+
+
+def _binary_predictions(out: np.ndarray, labels: np.ndarray) -> np.ndarray | None:
+    """Classes 0/1 from one score per sample of a binary model, or None for class indices.
+
+    Float outputs with one column that cannot be class indices (a fraction or a
+    negative value) are a binary model's scores: probabilities when the batch's
+    values lie in [0, 1] (class 1 above 0.5), else logits (class 1 above 0), as
+    torchmetrics reads them. The targets must then be 0/1.
+    """
+    flat = out.reshape(out.shape[0], -1)
+    if flat.shape[1] != 1 or flat.dtype.kind != "f" or flat.size == 0:
+        return None
+    values = flat[:, 0]
+    if not np.all(np.isfinite(values)):
+        raise TrainError(
+            f"The outputs hold a non-finite value ({float(values[~np.isfinite(values)][0])!r}); "
+            f"classification metrics cannot score it. Check the model for NaN or inf."
+        )
+    fractional = np.mod(values, 1) != 0
+    if not fractional.any() and values.min() >= 0:
+        return None  # whole non-negative numbers: class indices
+    if labels.size and labels.max() > 1:
+        example = float(values[fractional][0] if fractional.any() else values.min())
+        raise TrainError(
+            f"Classification metrics need class indices, but the outputs hold values that "
+            f"are not (e.g. {example!r}). One score per sample is read as a binary model's "
+            f"output only for 0/1 targets, and the targets hold class {int(labels.max())}. "
+            f"Pass class scores with one column per class, or use a regression metric "
+            f"(mae, rmse, r2)."
+        )
+    threshold = 0.5 if values.min() >= 0 and values.max() <= 1 else 0.0
+    return (values > threshold).astype(np.int64)
 
 
 def _indices(values: np.ndarray, what: str) -> np.ndarray:

@@ -135,9 +135,12 @@ class Trainable(Object):
 
         With ``seed``, Python, numpy and the framework are seeded and the model
         is rebuilt from its definition first, so the same definition and seed
-        give the same weights and score. Without it, training continues from
-        the current weights. ``callbacks`` are added for this run only (e.g. a
-        tuner's :class:`ReportCallback`).
+        give the same weights and score. Without it, torch and Keras models, and
+        scikit-learn estimators trained with ``partial_fit`` (``Fit(epochs>1)``),
+        continue from their current weights; a scikit-learn or XGBoost
+        ``Fit(epochs=1)`` calls the estimator's ``fit``, which starts over (unless
+        the estimator itself sets ``warm_start=True``). ``callbacks`` are added
+        for this run only (e.g. a tuner's :class:`ReportCallback`).
         """
         framework = framework_model(self.model)[1]
         if seed is not None:

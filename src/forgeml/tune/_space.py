@@ -67,6 +67,17 @@ class Param:
                     f"{source}: '{name}' (categorical) needs a non-empty list of choices. "
                     f"Got {choices!r}."
                 )
+            bad = [
+                c for c in choices if c is not None and not isinstance(c, bool | int | float | str)
+            ]
+            if bad:
+                raise TuneError(
+                    f"{source}: '{name}' (categorical) has a choice that is not None, a bool, "
+                    f"a number or a string: {bad[0]!r} ({type(bad[0]).__name__}). Optuna "
+                    f"stores only those. Name each choice with a string (e.g. 'wide', "
+                    f"'deep') or search an index (0, 1, ...), and map it to the value in "
+                    f"your entry."
+                )
             return cls(name, kind, choices=tuple(choices))
         low, high = spec.get("low"), spec.get("high")
         number = int if kind == "int" else float

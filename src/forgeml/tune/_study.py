@@ -440,14 +440,22 @@ def recover_stale(study: Any, storage: Any) -> list[int]:
 def _abandon(
     study: Any, storage: Any, study_id: int, number: int, params: Mapping[str, Any]
 ) -> bool:
-    """Mark a running trial failed and abandoned, and queue its values again."""
+    """Mark a running trial failed and abandoned, and queue its values again.
+
+    Returns False when the trial is no longer running: a live worker finished it
+    after the caller listed it as RUNNING, and it is left as that worker told it.
+    """
+    from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
     trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
-    storage.set_trial_user_attr(trial_id, "forgeml.stale", True)
+    # Optuna refuses any write to a finished trial, so the mark goes first, while the
+    # trial still runs. A trial finished between the two writes keeps its own state and
+    # a stray mark, which readers ignore: "abandoned" means FAIL *and* the mark.
     try:
+        storage.set_trial_user_attr(trial_id, "forgeml.stale", True)
         storage.set_trial_state_values(trial_id, TrialState.FAIL)
-    except Exception:  # finished meanwhile by a live worker
+    except (UpdateFinishedTrialError, RuntimeError):  # finished meanwhile by a live worker
         return False
     study.enqueue_trial(dict(params), user_attrs={"forgeml.retry_of": number})
     return True
@@ -910,9 +918,14 @@ def _run_local_workers(
         for p in procs:
             with contextlib.suppress(OSError):
                 p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
         for p in procs:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                p.wait(timeout=10)
+            try:
+                p.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:  # deaf to SIGTERM: stop it for good
+                with contextlib.suppress(OSError):
+                    p.kill()
+                p.wait()
         raise
     failed = [(i, c) for i, c in enumerate(codes) if c != 0]
     if failed:
@@ -988,8 +1001,11 @@ def best_definition(
 def retrain(study: str, storage: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Run the entry once more with the best trial's config (and its seed), untracked.
 
-    Returns ``{"value": the metric, "result": what the entry returned}``: with the
-    same seed the value equals the best trial's.
+    Returns ``{"value": the metric, "result": what the entry returned}``. The value
+    equals the best trial's only when the config has a ``seed`` (each run is seeded
+    from it) and the entry is deterministic given that seed: no unseeded randomness,
+    no nondeterministic kernels (GPU atomics, thread races), no data that changed.
+    Otherwise expect a value near the best trial's, not the same one.
     """
     handle = load_study(study, storage)
     meta = _meta(handle)
