@@ -3,17 +3,22 @@
 Every option is also spelled with underscores (``--model_name``), as
 MLModelScope users type them. ``forgeml eval matrix SPEC.yml`` evaluates models x
 agents x batch sizes x datasets (see :mod:`forgeml.eval._matrix`): ``eval`` is a
-group whose own options run one evaluation when no subcommand is given.
+group whose own options run one evaluation when no subcommand is given. ``--cfg FILE``
+reads those options from YAML files (merged in order into the context's defaults, so
+options given on the command line win).
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import click
 from click.core import ParameterSource
 
+from forgeml._core._errors import ConfigError, did_you_mean
 from forgeml.cli._options import option
 
 
@@ -21,6 +26,20 @@ from forgeml.cli._options import option
     "eval",
     invoke_without_command=True,
     subcommand_metavar="[matrix SPEC.yml [ARGS]...]",
+)
+@option(
+    "cfg",
+    metavar="FILE",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    is_eager=True,
+    expose_value=False,
+    callback=lambda ctx, param, files: _read_config(ctx, files),
+    help="Read options from a YAML config file (forgeml.config: !include and import: work); "
+    "repeat to merge several, later files winning. Keys are the options' names with "
+    "underscores (model_name, batch_size, trace_level, ...), also grouped as trace: {level, "
+    "mode, file, endpoint} and scenario: {name, samples_per_query, target_qps, ...}. "
+    "Options given on the command line win over the files.",
 )
 @option(
     "model_name",
@@ -240,12 +259,23 @@ def eval_command(
           --latency_bound_ms 5 --find_peak
       forgeml eval --model_name digits_cnn --endpoint http://127.0.0.1:8000 --scenario
       forgeml eval matrix digits.yml --jobs 2
+      forgeml eval --cfg eval.yml --cfg traced.yml --batch_size 8
+
+    \b
+    A --cfg file (keys not given fall back to the options' defaults):
+      model_name: digits_cnn
+      agent: pytorch
+      batch_size: 8
+      trace: {level: MODEL, file: digits.trace.json}   # or trace_level: MODEL
+      scenario: {name: server, target_qps: 200, latency_bound_ms: 5}
     """
     if ctx.invoked_subcommand is not None:
         given = [
             f"--{p.name.replace('_', '-')}"
             for p in ctx.command.params
-            if p.name and ctx.get_parameter_source(p.name) is not ParameterSource.DEFAULT
+            if p.name
+            and ctx.get_parameter_source(p.name)
+            not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
         ]
         if given:
             raise click.UsageError(
@@ -447,3 +477,141 @@ def _outcome_text(outcome: Any) -> str:
     if outcome.status == STORED:
         return f"already in the database ({result.id[:12]}): {text}"
     return f"{text} ({outcome.seconds:.1f} s)"
+
+
+#: The groups of a --cfg file: group -> {key in the group: the option it sets}.
+_GROUPS: dict[str, dict[str, str]] = {
+    "trace": {
+        "level": "trace_level",
+        "mode": "trace_mode",
+        "file": "trace_file",
+        "endpoint": "trace_endpoint",
+    },
+    "scenario": {
+        "name": "scenario",
+        **{
+            key: key
+            for key in (
+                "samples_per_query",
+                "target_qps",
+                "latency_bound_ms",
+                "find_peak",
+                "min_duration",
+                "min_query_count",
+                "max_duration",
+                "seed",
+            )
+        },
+    },
+}
+
+
+def _read_config(ctx: click.Context, files: tuple[str, ...]) -> None:
+    """``--cfg`` (eager): merge the files in order into the context's defaults, so options
+    given on the command line win over them and the files win over the options' defaults."""
+    if not files:
+        return
+    from forgeml.config import load
+
+    options = {
+        p.name: p
+        for p in ctx.command.params
+        if isinstance(p, click.Option) and p.name and p.expose_value
+    }
+    keys = {("json" if name == "as_json" else name): name for name in options}
+    values: dict[str, Any] = {}
+    for file in files:
+        for name, (where, value) in _file_options(file, load(file), keys).items():
+            if value is None:  # null: back to the option's default
+                values.pop(name, None)
+            else:
+                values[name] = _convert(ctx, options[name], file, where, value)
+    ctx.default_map = {**(ctx.default_map or {}), **values}
+
+
+def _file_options(
+    file: str, data: Mapping[str, Any], keys: Mapping[str, str]
+) -> dict[str, tuple[str, Any]]:
+    """The options one --cfg file sets: option name -> (key as written, value)."""
+    found: dict[str, tuple[str, Any]] = {}
+
+    def put(name: str, where: str, value: Any) -> None:
+        if name in found:
+            raise ConfigError(
+                f"{file}{_line(file, where)}: '{where}' and '{found[name][0]}' both set "
+                f"--{name}. Keep one of them."
+            )
+        found[name] = (where, value)
+
+    for key, value in data.items():
+        if key == "__file__":
+            continue
+        norm = str(key).replace("-", "_")
+        group = _GROUPS.get(norm)
+        if group is not None and (isinstance(value, Mapping) or norm not in keys):
+            if not isinstance(value, Mapping):
+                raise ConfigError(
+                    f"{file}{_line(file, str(key))}: '{key}' must be a mapping of "
+                    f"{', '.join(group)}. Got {value!r}. Example: {key}: {{{next(iter(group))}: "
+                    f"...}}, or use the flat keys ({', '.join(sorted(set(group.values())))})."
+                )
+            for sub, sub_value in value.items():
+                sub_norm = str(sub).replace("-", "_")
+                where = f"{key}.{sub}"
+                if sub_norm not in group:
+                    raise ConfigError(
+                        f"{file}{_line(file, str(sub), after=str(key))}: unknown key '{where}' "
+                        f"for 'forgeml eval'. Known in '{key}': {', '.join(group)}."
+                        f"{did_you_mean(sub_norm, group)}"
+                    )
+                put(group[sub_norm], where, sub_value)
+        elif norm in keys:
+            put(keys[norm], str(key), value)
+        else:
+            known = sorted({*keys, *_GROUPS})
+            raise ConfigError(
+                f"{file}{_line(file, str(key))}: unknown key '{key}' for 'forgeml eval'. "
+                f"Known: {', '.join(known)}.{did_you_mean(norm, known)}"
+            )
+    return found
+
+
+def _convert(ctx: click.Context, param: click.Option, file: str, where: str, value: Any) -> Any:
+    """``value`` checked and converted as the option's own type does on the command line."""
+    spelled = f"--{param.name}"
+    try:
+        if isinstance(value, Mapping | list | tuple):
+            raise click.BadParameter(f"{value!r} is not a single value.")
+        if isinstance(param.type, click.types.IntParamType) and (
+            isinstance(value, bool) or (isinstance(value, float) and not value.is_integer())
+        ):
+            raise click.BadParameter(f"{value!r} is not a valid integer.")
+        if isinstance(param.type, click.types.FloatParamType) and isinstance(value, bool):
+            raise click.BadParameter(f"{value!r} is not a valid float.")
+        return param.type.convert(value, param, ctx)
+    except click.BadParameter as exc:
+        raise ConfigError(
+            f"{file}{_line(file, where.rpartition('.')[2], after=where.rpartition('.')[0])}: "
+            f"invalid value for '{where}' (the {spelled} option): {exc.message} "
+            f"Fix it in the file, or give {spelled} on the command line."
+        ) from None
+
+
+def _line(file: str, key: str, *, after: str = "") -> str:
+    """``", line N"`` where ``key:`` first appears in ``file`` (after the line of ``after``,
+    when given); ``""`` when it is not written there (an ``!include`` brought it)."""
+    try:
+        lines = Path(file).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return ""
+    start = 0
+    if after:
+        start = next(
+            (i for i, text in enumerate(lines) if re.match(rf"\s*{re.escape(after)}\s*:", text)),
+            0,
+        )
+    pattern = re.compile(rf"(^|[\s{{,]){re.escape(key)}\s*:")
+    for number in range(start, len(lines)):
+        if pattern.search(lines[number]):
+            return f", line {number + 1}"
+    return ""
