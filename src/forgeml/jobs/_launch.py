@@ -478,9 +478,35 @@ def signal_requeue(job: str) -> None:
     _slurm.call("scancel", ["--signal=USR1", "--batch", str(job)])
 
 
-def start_now(job: str) -> None:
-    """Lift the hold Slurm puts on a requeued job (about 2 minutes) so it starts at once."""
+#: Seconds between a requeued job's last run ending and its restart. slurmd revokes the
+#: job's credential when the run is killed, with one-second resolution: a credential issued
+#: within the same second is refused ("Job credential revoked") and the job ends FAILED.
+RESTART_SETTLE_SECONDS = 2.0
+
+
+def start_now(job: str, *, timeout: float = 60.0) -> None:
+    """Lift the hold Slurm puts on a requeued job (about 2 minutes) so it starts at once.
+
+    Waits first until the job is back in the queue (PENDING, its last run no longer
+    COMPLETING) and :data:`RESTART_SETTLE_SECONDS` more: restarting sooner races slurmd's
+    clean-up of the last run, which refuses the new one.
+    """
     _job_ids(job)
+    deadline = time.monotonic() + timeout
+    while True:
+        done = _slurm.call("squeue", ["-h", "-j", job, "-o", "%T"], check=False, timeout=10)
+        states = set(done.stdout.split())
+        if "PENDING" in states and "COMPLETING" not in states:
+            break
+        if time.monotonic() > deadline:
+            found = ", ".join(sorted(states)) or "not in the queue"
+            raise JobsError(
+                f"Job {job} is not waiting to restart after {timeout:g} s (state: {found}). "
+                f"start_now lifts the hold of a requeued job; check it with "
+                f"'forgeml jobs status {job}'."
+            )
+        time.sleep(0.2)
+    time.sleep(RESTART_SETTLE_SECONDS)
     _slurm.call("scontrol", ["update", f"JobId={job}", "StartTime=now"])
 
 
