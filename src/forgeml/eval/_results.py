@@ -214,16 +214,32 @@ class ResultsDB:
     ) -> list[EvalResult]:
         """Stored results matching every filter (``model="digits_cnn"``, ``batch_size=64``),
         oldest first (or newest first), at most ``limit``."""
-        unknown = sorted(set(filters) - set(FILTERS))
+        rows = self._select("evaluations", "results", FILTERS, filters, limit, newest_first)
+        return [EvalResult.from_json(data) for data in rows]
+
+    def _select(
+        self,
+        table: str,
+        what: str,
+        known: Sequence[str],
+        filters: Mapping[str, Any],
+        limit: int | None,
+        newest_first: bool,
+        since_version: int = 1,
+    ) -> list[str]:
+        """The ``data`` column of ``table``'s rows matching every filter (names checked
+        against ``known``), in creation order; none from a database older than
+        ``since_version`` (the table did not exist then)."""
+        unknown = sorted(set(filters) - set(known))
         if unknown:
             raise EvalError(
-                f"Cannot select results by '{unknown[0]}'. Known: {', '.join(FILTERS)}."
-                + did_you_mean(unknown[0], FILTERS)
+                f"Cannot select {what} by '{unknown[0]}'. Known: {', '.join(known)}."
+                + did_you_mean(unknown[0], known)
             )
         if not self._exists():
             return []
         where = [(f"{name} = ?", value) for name, value in filters.items() if value is not None]
-        sql = "SELECT data FROM evaluations"
+        sql = f"SELECT data FROM {table}"
         if where:
             sql += " WHERE " + " AND ".join(clause for clause, _ in where)
         order = "DESC" if newest_first else "ASC"
@@ -231,8 +247,10 @@ class ResultsDB:
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         with self._connect(write=False) as conn:
+            if int(conn.execute("PRAGMA user_version").fetchone()[0]) < since_version:
+                return []
             rows = conn.execute(sql, [value for _, value in where]).fetchall()
-        return [EvalResult.from_json(data) for (data,) in rows]
+        return [str(data) for (data,) in rows]
 
     def get(self, id_or_prefix: str) -> EvalResult:
         """One result by id, or by a unique prefix of at least 4 characters."""
@@ -327,27 +345,11 @@ class ResultsDB:
     ) -> list[dict[str, Any]]:
         """Stored export records matching every filter (``model=``, ``source_framework=``,
         ``target=``), oldest first (or newest first), at most ``limit``."""
-        unknown = sorted(set(filters) - set(EXPORT_FILTERS))
-        if unknown:
-            raise EvalError(
-                f"Cannot select exports by '{unknown[0]}'. Known: {', '.join(EXPORT_FILTERS)}."
-                + did_you_mean(unknown[0], EXPORT_FILTERS)
-            )
-        if not self._exists():
-            return []
-        where = [(f"{name} = ?", value) for name, value in filters.items() if value is not None]
-        sql = "SELECT data FROM exports"
-        if where:
-            sql += " WHERE " + " AND ".join(clause for clause, _ in where)
-        order = "DESC" if newest_first else "ASC"
-        sql += f" ORDER BY created {order}, rowid {order}"
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
-        with self._connect(write=False) as conn:
-            if int(conn.execute("PRAGMA user_version").fetchone()[0]) < 2:
-                return []  # written before exports were recorded
-            rows = conn.execute(sql, [value for _, value in where]).fetchall()
-        return [json.loads(data) for (data,) in rows]
+        # A database of schema 1 was written before exports were recorded: none.
+        rows = self._select(
+            "exports", "exports", EXPORT_FILTERS, filters, limit, newest_first, since_version=2
+        )
+        return [json.loads(data) for data in rows]
 
 
 # ----------------------------------------------------------------------------- compare
