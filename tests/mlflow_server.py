@@ -33,17 +33,14 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from forgeml._core._net import free_port
+from s3server import _die_with_parent
+
 __all__ = ["MlflowServer", "MlflowServerError", "TcpProxy", "free_port", "start_mlflow"]
 
 
 class MlflowServerError(RuntimeError):
     """``mlflow server`` could not be found or did not answer ``/health`` in time."""
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -137,15 +134,6 @@ def start_mlflow(tmpdir: str | os.PathLike[str], *, timeout: float = 60.0) -> Ml
         server.stop()
         raise
     return server
-
-
-def _die_with_parent() -> None:
-    if sys.platform != "linux":
-        return
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
 
 
 def _wait_ready(server: MlflowServer, timeout: float) -> None:

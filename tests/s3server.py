@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from forgeml._core._net import free_port as _free_port
+
 __all__ = ["S3Server", "S3ServerError", "find_weed", "free_port", "start_s3"]
 
 #: Flags naming a port that ``weed mini`` opens; each gets its own free port.
@@ -64,9 +66,7 @@ def free_port(taken: set[int] | None = None) -> int:
     """A TCP port free on 127.0.0.1 now (and not in ``taken``)."""
     taken = taken if taken is not None else set()
     while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
+        port = _free_port()
         # weed derives nothing from these, but keep a margin from the top of the range
         if port not in taken and port < 65000:
             taken.add(port)

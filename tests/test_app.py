@@ -14,7 +14,6 @@ import os
 import random
 import re
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -31,6 +30,7 @@ import pytest
 from forgeml import app
 from forgeml._core import _lazy
 from forgeml._core._files import atomic_write_text
+from forgeml._core._net import free_port
 from forgeml.app import AppError, DaemonRecord
 from forgeml.config import Config
 
@@ -51,13 +51,6 @@ _FOREIGN_ENV = (
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def script_env(tmp_path: Path, **extra: str) -> dict[str, str]:
